@@ -1,0 +1,6 @@
+//! Connections from pgshift to the OLD and NEW databases.
+
+pub mod cancel;
+pub mod connect;
+
+pub use connect::{connect, BackendConn, CancelKey, ConnectError, ConnectOptions};

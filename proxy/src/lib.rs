@@ -1,0 +1,18 @@
+//! pgshift: the IO shell around `pgshift-protocol` and `pgshift-rules`.
+//!
+//! `server` accepts clients, `session` runs one client from startup to the
+//! end, `backend` opens and cancels backend connections. Everything that can
+//! be decided without a socket lives in the two library crates.
+
+pub mod backend;
+pub mod cluster;
+pub mod config_file;
+pub mod demo;
+pub mod logging;
+pub mod server;
+pub mod session;
+pub mod stream;
+pub mod tls;
+mod wire;
+
+pub use server::{start, Proxy};

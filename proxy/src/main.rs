@@ -1,0 +1,153 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pgshift::config_file::{self, LoadError};
+use pgshift::logging;
+
+/// A Postgres wire-protocol proxy for moving an application from an OLD
+/// database to a NEW one without downtime.
+#[derive(Parser)]
+#[command(name = "pgshift", version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Serve with this config (same as `pgshift run --config FILE`).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format; overrides `telemetry.log_format`.
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<logging::Format>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve clients with the given configuration.
+    Run {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a configuration, print the compiled result, list every error.
+    Check {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Start two throwaway local Postgres clusters with pgshift in front and
+    /// walk through a migration.
+    Demo {
+        /// Run unattended and exit when done instead of waiting for Ctrl-C.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+const EXIT_INVALID: u8 = 1;
+const EXIT_RUNTIME: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = match (cli.command, cli.config) {
+        (Some(c), _) => c,
+        (None, Some(config)) => Command::Run { config },
+        (None, None) => {
+            eprintln!("pgshift: give a subcommand or --config FILE (see pgshift --help)");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    match command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => run(&config, cli.log_format),
+        Command::Demo { yes } => {
+            logging::init(cli.log_format.unwrap_or(logging::Format::Text));
+            runtime_then(|| async move { pgshift::demo::run(yes).await })
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config_file::load(path) {
+        Ok(config) => {
+            println!("{} is valid.\n", path.display());
+            print!("{}", config.describe());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+fn run(path: &std::path::Path, log_format: Option<logging::Format>) -> ExitCode {
+    let config = match config_file::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(match e {
+                LoadError::Read { .. } => EXIT_RUNTIME,
+                _ => EXIT_INVALID,
+            });
+        }
+    };
+    let format = log_format.unwrap_or(match config.telemetry.log_format {
+        pgshift_rules::config::LogFormat::Json => logging::Format::Json,
+        pgshift_rules::config::LogFormat::Text => logging::Format::Text,
+    });
+    logging::init(format);
+    runtime_then(|| async move { serve(config).await })
+}
+
+async fn serve(config: pgshift_rules::config::Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let proxy = pgshift::start(config).await?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::info!("shutting down: no new connections, waiting for sessions to finish");
+    proxy.begin_shutdown();
+    let mut second = std::pin::pin!(async {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+    });
+    let proxy_handle = &proxy;
+    tokio::select! {
+        _ = &mut second => {
+            tracing::info!("second signal: closing sessions now");
+            proxy_handle.force_shutdown();
+        }
+        _ = wait_idle(proxy_handle) => {}
+    }
+    proxy.wait().await;
+    Ok(())
+}
+
+/// Polls nothing itself: resolves when the proxy's own shutdown completes.
+async fn wait_idle(proxy: &pgshift::Proxy) {
+    proxy.finished().await;
+}
+
+fn runtime_then<F, Fut>(f: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgshift: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    match rt.block_on(f()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgshift: {e:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! pgshift in front of the shared clusters, one proxy per test.
+
+use std::net::SocketAddr;
+
+use crate::{old_and_new, APP_PASSWORD, APP_USER};
+
+/// A pgshift serving on a free loopback port inside the test's runtime.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub db: String,
+    proxy: Option<pgshift::Proxy>,
+}
+
+impl TestProxy {
+    /// URL for the app user through the proxy.
+    pub fn url(&self) -> String {
+        self.url_as(APP_USER, APP_PASSWORD)
+    }
+
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        format!("postgres://{user}:{password}@{}/{}", self.addr, self.db)
+    }
+
+    /// A libpq-style keyword string, for psql and pgbench.
+    pub fn conninfo(&self) -> String {
+        format!(
+            "host={} port={} user={APP_USER} password={APP_PASSWORD} dbname={}",
+            self.addr.ip(),
+            self.addr.port(),
+            self.db
+        )
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        crate::connect(&self.url()).await
+    }
+
+    pub fn inner(&self) -> &pgshift::Proxy {
+        self.proxy.as_ref().expect("proxy is running")
+    }
+
+    /// Graceful shutdown, waiting for sessions as the config's grace allows.
+    pub async fn shutdown(mut self) {
+        if let Some(p) = self.proxy.take() {
+            p.shutdown().await;
+        }
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if let Some(p) = self.proxy.take() {
+            p.force_shutdown();
+        }
+    }
+}
+
+/// The YAML every test proxy starts from: both backends on database `db`,
+/// SCRAM for the app user, no TLS to the backends (the clusters have none).
+pub fn base_yaml(db: &str) -> String {
+    let pair = old_and_new();
+    format!(
+        "listen: 127.0.0.1:0
+backends:
+  old: {{ url: \"{old}\", tls: disable }}
+  new: {{ url: \"{new}\", tls: disable }}
+",
+        old = pair.old.app_url(db),
+        new = pair.new.app_url(db),
+    )
+}
+
+pub const SCRAM_AUTH: &str = "auth:
+  method: scram-sha-256
+  users:
+    - { name: app, password: \"app-secret\" }
+";
+
+/// pgshift on database `db` with SCRAM client auth plus `extra` top-level
+/// YAML (limits, tls, defaults, rules ...).
+pub async fn proxy_with(db: &str, extra: &str) -> TestProxy {
+    proxy_with_yaml(db, &format!("{}{SCRAM_AUTH}{extra}", base_yaml(db))).await
+}
+
+/// pgshift with exactly this YAML (see [`base_yaml`]).
+pub async fn proxy_with_yaml(db: &str, yaml: &str) -> TestProxy {
+    pgshift::logging::init_with_default(pgshift::logging::Format::Text, "warn");
+    let config = pgshift_rules::config::parse_config(yaml, &|k| std::env::var(k).ok())
+        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{yaml}"));
+    let proxy = pgshift::start(config)
+        .await
+        .unwrap_or_else(|e| panic!("starting pgshift: {e:#}"));
+    TestProxy {
+        addr: proxy.local_addr(),
+        db: db.to_owned(),
+        proxy: Some(proxy),
+    }
+}

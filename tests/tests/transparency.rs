@@ -1,0 +1,228 @@
+//! With defaults {primary: old, mirror: none} and no rules, clients behave
+//! exactly as if connected to OLD (SPEC guarantee 1).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{pin_mut, SinkExt, StreamExt, TryStreamExt};
+use pgshift_tests::{fresh_db, old_and_new, proxy_with};
+use tokio_postgres::SimpleQueryMessage;
+
+async fn scalar_i64(c: &tokio_postgres::Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+}
+
+#[tokio::test]
+async fn statements_reach_old() {
+    let db = fresh_db("reach_old");
+    let proxy = proxy_with(&db, "").await;
+    let c = proxy.client().await;
+    let port: String = c.query_one("SHOW port", &[]).await.unwrap().get(0);
+    assert_eq!(port, old_and_new().old.port().to_string());
+}
+
+#[tokio::test]
+async fn simple_and_extended_protocol() {
+    let db = fresh_db("protocols");
+    let proxy = proxy_with(&db, "").await;
+    let c = proxy.client().await;
+    let msgs = c
+        .simple_query("CREATE TABLE t (id int, v text); INSERT INTO t VALUES (1, 'a'), (2, NULL); SELECT id, v FROM t ORDER BY id")
+        .await
+        .unwrap();
+    let rows: Vec<(String, Option<String>)> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some((r.get(0).unwrap().to_owned(), r.get(1).map(str::to_owned))),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows, vec![("1".into(), Some("a".into())), ("2".into(), None)]);
+    let tags: Vec<u64> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tags, vec![0, 2, 2]);
+
+    // Extended protocol with typed parameters and binary results.
+    let row = c
+        .query_one("SELECT $1::int8 * 2, $2::text || '!', $3::float8, now()::date = current_date", &[&21i64, &"hi", &1.5f64])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 42);
+    assert_eq!(row.get::<_, String>(1), "hi!");
+    assert_eq!(row.get::<_, f64>(2), 1.5);
+    assert!(row.get::<_, bool>(3));
+}
+
+#[tokio::test]
+async fn named_and_unnamed_prepared_statements_and_pipelining() {
+    let db = fresh_db("prepared");
+    let proxy = proxy_with(&db, "").await;
+    let c = proxy.client().await;
+    // Named: prepared once, executed many times.
+    let stmt = c.prepare("SELECT $1::int + 1").await.unwrap();
+    for i in 0..50 {
+        let v: i32 = c.query_one(&stmt, &[&i]).await.unwrap().get(0);
+        assert_eq!(v, i + 1);
+    }
+    // Unnamed: query_raw with a string goes through the unnamed statement.
+    let v: i32 = c.query_one("SELECT 7", &[]).await.unwrap().get(0);
+    assert_eq!(v, 7);
+    // Pipelined: tokio-postgres sends these without waiting for replies.
+    let futs = (0..100).map(|i| {
+        let c = &c;
+        let stmt = &stmt;
+        async move { c.query_one(stmt, &[&i]).await.map(|r| r.get::<_, i32>(0)) }
+    });
+    let results = futures_util::future::join_all(futs).await;
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r.unwrap(), i as i32 + 1);
+    }
+}
+
+#[tokio::test]
+async fn copy_in_and_out_100k_rows() {
+    let db = fresh_db("copy");
+    let proxy = proxy_with(&db, "").await;
+    let c = proxy.client().await;
+    c.batch_execute("CREATE TABLE big (id int, payload text)").await.unwrap();
+    let sink = c.copy_in("COPY big FROM STDIN").await.unwrap();
+    pin_mut!(sink);
+    let mut chunk = String::new();
+    for i in 0..100_000 {
+        chunk.push_str(&format!("{i}\tpayload number {i}\n"));
+        if chunk.len() > 64 * 1024 {
+            sink.send(Bytes::from(std::mem::take(&mut chunk))).await.unwrap();
+        }
+    }
+    sink.send(Bytes::from(chunk)).await.unwrap();
+    let n = sink.finish().await.unwrap();
+    assert_eq!(n, 100_000);
+    assert_eq!(scalar_i64(&c, "SELECT count(*) FROM big").await, 100_000);
+    assert_eq!(scalar_i64(&c, "SELECT sum(id) FROM big").await, 4_999_950_000);
+
+    let stream = c.copy_out("COPY big TO STDOUT").await.unwrap();
+    let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
+    let all: Vec<u8> = chunks.concat();
+    assert_eq!(all.iter().filter(|b| **b == b'\n').count(), 100_000);
+    assert!(all.starts_with(b"0\tpayload number 0\n"));
+}
+
+#[tokio::test]
+async fn listen_notify_between_two_clients() {
+    let db = fresh_db("notify");
+    let proxy = proxy_with(&db, "").await;
+    let (listener, mut conn) = tokio_postgres::connect(&proxy.url(), tokio_postgres::NoTls).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(Ok(msg)) = stream.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = msg {
+                let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
+            }
+        }
+    });
+    listener.batch_execute("LISTEN jobs").await.unwrap();
+    let sender = proxy.client().await;
+    sender.batch_execute("NOTIFY jobs, 'hello'").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("notification arrives");
+    assert_eq!(got, Some(("jobs".to_owned(), "hello".to_owned())));
+}
+
+#[tokio::test]
+async fn cancel_stops_pg_sleep() {
+    let db = fresh_db("cancel");
+    let proxy = proxy_with(&db, "").await;
+    let c = proxy.client().await;
+    let token = c.cancel_token();
+    let started = Instant::now();
+    let sleeper = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let err = sleeper.await.unwrap().expect_err("the statement was cancelled");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn error_in_transaction_then_rollback_and_reuse() {
+    let db = fresh_db("txerror");
+    let proxy = proxy_with(&db, "").await;
+    let c = proxy.client().await;
+    c.batch_execute("CREATE TABLE t (id int primary key)").await.unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    c.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+    let err = c.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap_err();
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION));
+    let err = c.execute("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION));
+    c.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(scalar_i64(&c, "SELECT count(*) FROM t").await, 0);
+    c.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+    assert_eq!(scalar_i64(&c, "SELECT count(*) FROM t").await, 1);
+}
+
+#[tokio::test]
+async fn bytea_of_50_mb_round_trips() {
+    let db = fresh_db("bytea");
+    let proxy = proxy_with(&db, "").await;
+    let c = proxy.client().await;
+    c.batch_execute("CREATE TABLE blobs (id int, data bytea)").await.unwrap();
+    let blob: Vec<u8> = (0..50 * 1024 * 1024).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    c.execute("INSERT INTO blobs VALUES (1, $1)", &[&blob]).await.unwrap();
+    let back: Vec<u8> = c.query_one("SELECT data FROM blobs WHERE id = 1", &[]).await.unwrap().get(0);
+    assert_eq!(back.len(), blob.len());
+    assert!(back == blob, "bytea came back different");
+    // And as text through the simple protocol (hex, ~100 MB on the wire).
+    let len = c.simple_query("SELECT data FROM blobs").await.unwrap().iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) => r.get(0).map(str::len),
+        _ => None,
+    });
+    assert_eq!(len, Some(2 + 2 * blob.len()));
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_clients() {
+    let db = fresh_db("concurrent");
+    let proxy = proxy_with(&db, "").await;
+    let url = proxy.url();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let c = pgshift_tests::connect(&url).await;
+                let mut sum = 0i64;
+                for j in 0..10 {
+                    let v: i64 = c.query_one("SELECT $1::int8 + $2::int8", &[&(i as i64), &(j as i64)]).await.unwrap().get(0);
+                    sum += v;
+                }
+                sum
+            })
+        })
+        .collect();
+    let mut total = 0i64;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    // sum over i<200, j<10 of (i + j) = 10 * 19900 + 200 * 45
+    assert_eq!(total, 10 * 19_900 + 200 * 45);
+}
+
+#[tokio::test]
+async fn startup_options_reach_the_backend() {
+    let db = fresh_db("options");
+    let proxy = proxy_with(&db, "").await;
+    let url = format!("{}?application_name=shop-api&options=-c%20search_path%3Dfoo,public%20-c%20work_mem%3D5MB", proxy.url());
+    let c = pgshift_tests::connect(&url).await;
+    let app: String = c.query_one("SELECT current_setting('application_name')", &[]).await.unwrap().get(0);
+    assert_eq!(app, "shop-api");
+    let path: String = c.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    assert_eq!(path, "foo,public");
+    let wm: String = c.query_one("SHOW work_mem", &[]).await.unwrap().get(0);
+    assert_eq!(wm, "5MB");
+}
