@@ -114,13 +114,23 @@ pub fn backend_key_data(body: &[u8]) -> Result<BackendKeyData<'_>, ProtocolError
 pub enum Authentication<'a> {
     Ok,
     CleartextPassword,
-    Md5Password { salt: [u8; 4] },
+    Md5Password {
+        salt: [u8; 4],
+    },
     /// NUL-terminated mechanism names, ending with an empty one.
-    Sasl { mechanisms: &'a [u8] },
-    SaslContinue { data: &'a [u8] },
-    SaslFinal { data: &'a [u8] },
+    Sasl {
+        mechanisms: &'a [u8],
+    },
+    SaslContinue {
+        data: &'a [u8],
+    },
+    SaslFinal {
+        data: &'a [u8],
+    },
     /// Kerberos, GSS, SSPI and anything newer: not something pgshift can answer.
-    Unsupported { code: i32 },
+    Unsupported {
+        code: i32,
+    },
 }
 
 pub fn authentication(body: &[u8]) -> Result<Authentication<'_>, ProtocolError> {

@@ -120,7 +120,10 @@ pub fn negotiate_protocol_version(buf: &mut BytesMut, minor: u16, unsupported: &
 
 // ---- frontend messages (pgshift as a client of a backend) ----
 
-pub fn startup_message<'a>(buf: &mut BytesMut, params: impl IntoIterator<Item = (&'a str, &'a str)>) {
+pub fn startup_message<'a>(
+    buf: &mut BytesMut,
+    params: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
     untagged(buf, |b| {
         b.put_u32(PROTOCOL_3_0);
         for (k, v) in params {

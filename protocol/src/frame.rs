@@ -34,7 +34,11 @@ pub fn peek_header(buf: &[u8], max: usize) -> Result<Option<Header>, ProtocolErr
         return Err(ProtocolError::BadLength { tag: h[0], len });
     }
     if len > max {
-        return Err(ProtocolError::TooLarge { tag: h[0], len, max });
+        return Err(ProtocolError::TooLarge {
+            tag: h[0],
+            len,
+            max,
+        });
     }
     Ok(Some(Header {
         tag: h[0],

@@ -47,10 +47,10 @@ impl<'a> FrontendMessage<'a> {
     pub fn parse(frame: &'a Frame) -> Result<Self, ProtocolError> {
         let body = frame.body();
         Ok(match frame.tag() {
-            tag::QUERY => FrontendMessage::Query(Query::parse(body)?),
-            tag::PARSE => FrontendMessage::Parse(Parse::parse(body)?),
-            tag::BIND => FrontendMessage::Bind(Bind::parse(body)?),
-            tag::EXECUTE => FrontendMessage::Execute(Execute::parse(body)?),
+            tag::QUERY => FrontendMessage::Query(Query::decode(body)?),
+            tag::PARSE => FrontendMessage::Parse(Parse::decode(body)?),
+            tag::BIND => FrontendMessage::Bind(Bind::decode(body)?),
+            tag::EXECUTE => FrontendMessage::Execute(Execute::decode(body)?),
             tag::DESCRIBE => FrontendMessage::Describe(Target::parse(body, "Describe")?),
             tag::CLOSE => FrontendMessage::Close(Target::parse(body, "Close")?),
             tag::SYNC => FrontendMessage::Sync,
@@ -61,12 +61,7 @@ impl<'a> FrontendMessage<'a> {
             tag::TERMINATE => FrontendMessage::Terminate,
             tag::PASSWORD => FrontendMessage::Password(body),
             tag::FUNCTION_CALL => FrontendMessage::FunctionCall(body),
-            _ => {
-                return Err(ProtocolError::malformed(
-                    "frontend",
-                    "unknown message type",
-                ))
-            }
+            _ => return Err(ProtocolError::malformed("frontend", "unknown message type")),
         })
     }
 }
@@ -100,7 +95,7 @@ pub struct Query<'a> {
 }
 
 impl<'a> Query<'a> {
-    pub fn parse(body: &'a [u8]) -> Result<Self, ProtocolError> {
+    pub fn decode(body: &'a [u8]) -> Result<Self, ProtocolError> {
         let mut r = BodyReader::new(body, "Query");
         let sql = r.cstr()?;
         r.finish()?;
@@ -122,7 +117,7 @@ pub struct Parse<'a> {
 }
 
 impl<'a> Parse<'a> {
-    pub fn parse(body: &'a [u8]) -> Result<Self, ProtocolError> {
+    pub fn decode(body: &'a [u8]) -> Result<Self, ProtocolError> {
         let mut r = BodyReader::new(body, "Parse");
         let name = r.cstr()?;
         let sql = r.cstr()?;
@@ -155,7 +150,7 @@ pub struct Bind<'a> {
 }
 
 impl<'a> Bind<'a> {
-    pub fn parse(body: &'a [u8]) -> Result<Self, ProtocolError> {
+    pub fn decode(body: &'a [u8]) -> Result<Self, ProtocolError> {
         let mut r = BodyReader::new(body, "Bind");
         let portal = r.cstr()?;
         let statement = r.cstr()?;
@@ -188,7 +183,7 @@ pub struct Execute<'a> {
 }
 
 impl<'a> Execute<'a> {
-    pub fn parse(body: &'a [u8]) -> Result<Self, ProtocolError> {
+    pub fn decode(body: &'a [u8]) -> Result<Self, ProtocolError> {
         let mut r = BodyReader::new(body, "Execute");
         let portal = r.cstr()?;
         let max_rows = r.i32()?;

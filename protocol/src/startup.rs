@@ -118,7 +118,10 @@ mod tests {
     #[test]
     fn startup_round_trip() {
         let mut b = BytesMut::new();
-        encode::startup_message(&mut b, [("user", "app"), ("database", "db"), ("options", "-c x=1")]);
+        encode::startup_message(
+            &mut b,
+            [("user", "app"), ("database", "db"), ("options", "-c x=1")],
+        );
         let Some(StartupPacket::Startup(m)) = decode_startup(&mut b).unwrap() else {
             panic!("not a startup message")
         };
@@ -133,10 +136,16 @@ mod tests {
         let mut b = BytesMut::new();
         encode::ssl_request(&mut b);
         encode::cancel_request(&mut b, 42, &[1, 2, 3, 4]);
-        assert_eq!(decode_startup(&mut b).unwrap(), Some(StartupPacket::SslRequest));
         assert_eq!(
             decode_startup(&mut b).unwrap(),
-            Some(StartupPacket::Cancel { pid: 42, secret: vec![1, 2, 3, 4] })
+            Some(StartupPacket::SslRequest)
+        );
+        assert_eq!(
+            decode_startup(&mut b).unwrap(),
+            Some(StartupPacket::Cancel {
+                pid: 42,
+                secret: vec![1, 2, 3, 4]
+            })
         );
     }
 

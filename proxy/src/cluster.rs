@@ -295,6 +295,7 @@ pub struct LocalCluster {
     reaper: Option<Reaper>,
     running: bool,
     startup: Duration,
+    major_version: u32,
 }
 
 impl std::fmt::Debug for LocalCluster {
@@ -312,7 +313,8 @@ impl std::fmt::Debug for LocalCluster {
 
 impl LocalCluster {
     /// initdb, configure, start, and create the app role and database plus
-    /// [`TRUST_USER`] and [`PLAIN_USER`]. Takes about a second.
+    /// [`TRUST_USER`] and [`PLAIN_USER`] (both members of the app role).
+    /// Takes about a second on an idle machine, most of it initdb.
     pub fn start(opts: ClusterOptions) -> Result<LocalCluster> {
         let started = Instant::now();
         validate(&opts)?;
@@ -343,6 +345,7 @@ impl LocalCluster {
             reaper: None,
             running: false,
             startup: Duration::ZERO,
+            major_version: 0,
         };
         // From here on, dropping `cluster` cleans up whatever was made.
         cluster
@@ -383,6 +386,7 @@ impl LocalCluster {
             // kill it before it has cleaned up.
             .process_group(0);
         clean_env(&mut cmd);
+        cloexec_inherited_fds(&mut cmd);
         if let Some(account) = self.run_as {
             // The whole tree belongs to this account, so it can also remove it.
             cmd.uid(account.uid).gid(account.gid);
@@ -410,14 +414,18 @@ impl LocalCluster {
                 "--no-sync",
             ]);
         run(&mut initdb, "initdb")?;
+        self.major_version = std::fs::read_to_string(data.join("PG_VERSION"))
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
 
         let original_conf = std::fs::read_to_string(data.join("postgresql.conf"))
             .context("reading postgresql.conf")?;
         // Rewriting files initdb made keeps their owner (the unprivileged account).
         std::fs::write(data.join("pg_hba.conf"), hba_conf(opts)).context("writing pg_hba.conf")?;
 
-        let mut last_error = None;
-        for _ in 0..START_ATTEMPTS {
+        let mut attempt = 1;
+        loop {
             self.port = free_loopback_port()?;
             let conf = format!(
                 "{original_conf}\n{}",
@@ -426,6 +434,7 @@ impl LocalCluster {
             std::fs::write(data.join("postgresql.conf"), conf)
                 .context("writing postgresql.conf")?;
 
+            let log_before = std::fs::metadata(self.log_path()).map_or(0, |m| m.len());
             let mut pg_ctl = self.pg_command("pg_ctl");
             pg_ctl
                 .arg("-D")
@@ -436,68 +445,65 @@ impl LocalCluster {
             // Set before trying, so that a server that came up after pg_ctl gave
             // up is still stopped.
             self.running = true;
-            match run(&mut pg_ctl, "pg_ctl start") {
-                Ok(_) => {
-                    last_error = None;
-                    break;
-                }
-                Err(err) => {
-                    self.stop();
-                    let log = self.log_tail(LOG_TAIL_LINES);
-                    let port_taken = ["could not bind", "Address already in use"]
-                        .iter()
-                        .any(|needle| log.contains(needle));
-                    last_error = Some(anyhow!(
-                        "{err:#}\n--- server log ({}) ---\n{log}",
-                        self.log_path().display()
-                    ));
-                    if !port_taken {
-                        break;
-                    }
-                }
+            let Err(err) = run(&mut pg_ctl, "pg_ctl start") else {
+                break;
+            };
+            self.stop();
+            // Another process took the port between our probe and postgres's bind?
+            let port_taken = std::fs::read(self.log_path()).is_ok_and(|log| {
+                let this_attempt =
+                    String::from_utf8_lossy(log.get(log_before as usize..).unwrap_or_default());
+                this_attempt.contains("could not bind")
+                    || this_attempt.contains("Address already in use")
+            });
+            if !port_taken || attempt == START_ATTEMPTS {
+                bail!(
+                    "{err:#}\n--- last lines of the server log ---\n{}",
+                    self.log_tail(LOG_TAIL_LINES)
+                );
             }
-        }
-        if let Some(err) = last_error {
-            return Err(err);
+            attempt += 1;
         }
 
-        let mut setup = format!(
-            "CREATE ROLE {} LOGIN PASSWORD {};\n",
-            quote_ident(&opts.app_user),
-            quote_literal(&opts.app_password)
-        );
+        // trust_user and plain_user are members of the app role, so they can
+        // use whatever the app user creates.
+        let password = quote_literal(&opts.app_password);
+        let app = quote_ident(&opts.app_user);
+        let mut setup = format!("CREATE ROLE {app} LOGIN PASSWORD {password};\n");
         for role in [TRUST_USER, PLAIN_USER] {
             let _ = writeln!(
                 setup,
-                "CREATE ROLE {} LOGIN PASSWORD {};",
+                "CREATE ROLE {} LOGIN PASSWORD {password} IN ROLE {app};",
                 quote_ident(role),
-                quote_literal(&opts.app_password)
             );
         }
+        setup.push_str(&self.create_database_sql(&opts.database));
         self.psql("postgres", &setup)
-            .context("creating the app roles")?;
-        self.create_database(&opts.database)
-            .context("creating the app database")?;
+            .context("creating the app roles and database")?;
         Ok(())
     }
 
-    /// Creates a database owned by the app user, with all privileges on it and
-    /// on its `public` schema granted to [`TRUST_USER`] and [`PLAIN_USER`].
+    /// Creates a database owned by the app user, with all privileges on it
+    /// granted to [`TRUST_USER`] and [`PLAIN_USER`] as well.
     pub fn create_database(&self, name: &str) -> Result<()> {
-        let grantees = format!("{}, {}", quote_ident(TRUST_USER), quote_ident(PLAIN_USER));
-        self.psql(
-            "postgres",
-            &format!(
-                "CREATE DATABASE {db} OWNER {owner};\nGRANT ALL ON DATABASE {db} TO {grantees};\n",
-                db = quote_ident(name),
-                owner = quote_ident(&self.app_user),
-            ),
-        )?;
-        self.psql(
-            name,
-            &format!("GRANT ALL ON SCHEMA public TO {grantees};\n"),
-        )?;
-        Ok(())
+        self.psql("postgres", &self.create_database_sql(name))
+            .map(drop)
+    }
+
+    fn create_database_sql(&self, name: &str) -> String {
+        format!(
+            "CREATE DATABASE {db} OWNER {owner};\n\
+             GRANT ALL ON DATABASE {db} TO {trust}, {plain};\n",
+            db = quote_ident(name),
+            owner = quote_ident(&self.app_user),
+            trust = quote_ident(TRUST_USER),
+            plain = quote_ident(PLAIN_USER),
+        )
+    }
+
+    /// The server's major version (e.g. 15), from `PG_VERSION`.
+    pub fn major_version(&self) -> u32 {
+        self.major_version
     }
 
     /// A connection URL for the cluster's app database over loopback TCP.
@@ -672,6 +678,7 @@ impl LocalCluster {
     fn pg_command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin.join(program));
         clean_env(&mut cmd);
+        cloexec_inherited_fds(&mut cmd);
         cmd.current_dir(&self.dir).env("HOME", &self.dir);
         if let Some(account) = self.run_as {
             cmd.uid(account.uid).gid(account.gid);
@@ -916,6 +923,54 @@ fn clean_env(cmd: &mut Command) {
         }
     }
     cmd.env("LC_ALL", "C");
+}
+
+/// Marks every descriptor above stderr close-on-exec in the child, so that
+/// the long-lived processes (the postmaster, the reaper) never hold on to a
+/// pipe this process inherited without O_CLOEXEC (a make jobserver, a CI
+/// runner's or a shell's pipe), which would keep whoever reads it waiting.
+/// Rust's own descriptors are all close-on-exec already.
+fn cloexec_inherited_fds(cmd: &mut Command) {
+    // Worked out before fork: between fork and exec only syscalls are allowed.
+    let limit = open_fd_limit();
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // makes async-signal-safe calls (close_range, fcntl); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            #[cfg(target_os = "linux")]
+            if libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) == 0
+            {
+                return Ok(());
+            }
+            // Kernels before 5.11 (or other systems): one descriptor at a time.
+            for fd in 3..limit {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                    libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+fn open_fd_limit() -> libc::c_int {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        1024
+    };
+    soft.min(65_536) as libc::c_int
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<String> {

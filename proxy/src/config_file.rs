@@ -7,7 +7,10 @@ use pgshift_rules::config::{parse_config, Config, ConfigErrors};
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is larger than {limit} bytes")]
     TooLarge { path: String, limit: u64 },
     #[error("{path}: {} error(s)\n{errors}", errors.len())]
@@ -32,5 +35,8 @@ pub fn load(path: &Path) -> Result<Config, LoadError> {
         });
     }
     let text = std::fs::read_to_string(path).map_err(read)?;
-    parse_config(&text, &|name| std::env::var(name).ok()).map_err(|errors| LoadError::Invalid { path: shown, errors })
+    parse_config(&text, &|name| std::env::var(name).ok()).map_err(|errors| LoadError::Invalid {
+        path: shown,
+        errors,
+    })
 }

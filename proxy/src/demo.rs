@@ -27,7 +27,11 @@ pub async fn run(unattended: bool) -> anyhow::Result<()> {
         c.psql("app", SCHEMA)
             .with_context(|| format!("loading the sample schema into {}", c.name()))?;
     }
-    println!("  OLD: 127.0.0.1:{}   NEW: 127.0.0.1:{}", pair.old.port(), pair.new.port());
+    println!(
+        "  OLD: 127.0.0.1:{}   NEW: 127.0.0.1:{}",
+        pair.old.port(),
+        pair.new.port()
+    );
 
     let yaml = config_yaml(&pair);
     let config = pgshift_rules::config::parse_config(&yaml, &|_| None)
@@ -40,7 +44,10 @@ pub async fn run(unattended: bool) -> anyhow::Result<()> {
     workload(&url, pair.old.port()).await?;
 
     println!("\nConnect yourself:\n  psql \"{url}\"");
-    println!("Try: SELECT count(*) FROM users;  SHOW port;  -- port {} is OLD", pair.old.port());
+    println!(
+        "Try: SELECT count(*) FROM users;  SHOW port;  -- port {} is OLD",
+        pair.old.port()
+    );
     if unattended {
         println!("\n--yes given: cleaning up.");
     } else {
@@ -76,15 +83,28 @@ async fn workload(url: &str, old_port: u16) -> anyhow::Result<()> {
         .context("connecting through pgshift")?;
     tokio::spawn(conn);
     let port: String = client.query_one("SHOW port", &[]).await?.get(0);
-    let users: i64 = client.query_one("SELECT count(*) FROM users", &[]).await?.get(0);
+    let users: i64 = client
+        .query_one("SELECT count(*) FROM users", &[])
+        .await?
+        .get(0);
     let stmt = client
         .prepare("SELECT name FROM users WHERE email = $1")
         .await?;
-    let name: String = client.query_one(&stmt, &[&"user7@example.com"]).await?.get(0);
+    let name: String = client
+        .query_one(&stmt, &[&"user7@example.com"])
+        .await?
+        .get(0);
     client
-        .execute("INSERT INTO users (email, name) VALUES ($1, $2)", &[&"demo@example.com", &"Demo"])
+        .execute(
+            "INSERT INTO users (email, name) VALUES ($1, $2)",
+            &[&"demo@example.com", &"Demo"],
+        )
         .await?;
-    let where_ = if port == old_port.to_string() { "OLD" } else { "NEW" };
+    let where_ = if port == old_port.to_string() {
+        "OLD"
+    } else {
+        "NEW"
+    };
     println!("Sample workload through pgshift:");
     println!("  SHOW port                         -> {port} ({where_})");
     println!("  SELECT count(*) FROM users        -> {users}");

@@ -8,7 +8,12 @@ use pgshift::logging;
 /// A Postgres wire-protocol proxy for moving an application from an OLD
 /// database to a NEW one without downtime.
 #[derive(Parser)]
-#[command(name = "pgshift", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "pgshift",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -136,7 +141,10 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgshift: cannot start the runtime: {e}");

@@ -96,7 +96,13 @@ pub async fn start(config: Config) -> anyhow::Result<Proxy> {
     let done = CancellationToken::new();
     let task = tokio::spawn({
         let done = done.clone();
-        let serving = serve(listener, Arc::clone(&shared), shutdown.clone(), max_clients, grace);
+        let serving = serve(
+            listener,
+            Arc::clone(&shared),
+            shutdown.clone(),
+            max_clients,
+            grace,
+        );
         async move {
             serving.await;
             done.cancel();
@@ -148,7 +154,13 @@ impl Proxy {
     }
 }
 
-async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown, max_clients: usize, grace: Duration) {
+async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+    max_clients: usize,
+    grace: Duration,
+) {
     let sessions = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(max_clients));
     loop {
@@ -185,7 +197,10 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown, m
     sessions.close();
     tracing::info!(sessions = sessions.len(), "draining sessions");
     if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
-        tracing::warn!(sessions = sessions.len(), "grace period over, closing remaining sessions");
+        tracing::warn!(
+            sessions = sessions.len(),
+            "grace period over, closing remaining sessions"
+        );
         shutdown.force.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), sessions.wait()).await;
     }
@@ -194,6 +209,11 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown, m
 
 async fn too_many_clients(mut tcp: TcpStream) {
     let mut out = BytesMut::new();
-    encode::error_response(&mut out, "FATAL", "53300", "sorry, too many clients already");
+    encode::error_response(
+        &mut out,
+        "FATAL",
+        "53300",
+        "sorry, too many clients already",
+    );
     let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(&out)).await;
 }

@@ -46,7 +46,8 @@ pub fn backend_connector() -> anyhow::Result<TlsConnector> {
 }
 
 pub fn server_name(host: &str) -> anyhow::Result<ServerName<'static>> {
-    ServerName::try_from(host.to_owned()).with_context(|| format!("invalid TLS server name {host:?}"))
+    ServerName::try_from(host.to_owned())
+        .with_context(|| format!("invalid TLS server name {host:?}"))
 }
 
 #[derive(Debug)]
@@ -72,7 +73,12 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -81,7 +87,12 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -35,7 +35,10 @@ pub async fn read_frame<R: AsyncRead + Unpin + ?Sized>(
 }
 
 /// Reads more bytes into `buf`; `Closed` on EOF.
-pub async fn fill<R: AsyncRead + Unpin + ?Sized>(r: &mut R, buf: &mut BytesMut) -> Result<(), WireError> {
+pub async fn fill<R: AsyncRead + Unpin + ?Sized>(
+    r: &mut R,
+    buf: &mut BytesMut,
+) -> Result<(), WireError> {
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(8 * 1024);
     }
@@ -46,7 +49,10 @@ pub async fn fill<R: AsyncRead + Unpin + ?Sized>(r: &mut R, buf: &mut BytesMut) 
 }
 
 /// Writes and flushes everything in `buf`, leaving it empty for reuse.
-pub async fn send<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, buf: &mut BytesMut) -> std::io::Result<()> {
+pub async fn send<W: AsyncWrite + Unpin + ?Sized>(
+    w: &mut W,
+    buf: &mut BytesMut,
+) -> std::io::Result<()> {
     w.write_all(buf).await?;
     w.flush().await?;
     buf.clear();

@@ -82,12 +82,20 @@ fn spec_example_parses_to_expected_values() {
     assert_eq!(c.limits.startup_timeout, Duration::from_secs(10));
     assert_eq!(c.limits.max_message_size, 1 << 30);
     assert_eq!(c.limits.shutdown_grace, Duration::from_secs(30));
-    assert_eq!(c.telemetry.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+    assert_eq!(
+        c.telemetry.otlp_endpoint.as_deref(),
+        Some("http://127.0.0.1:4317")
+    );
     assert_eq!(c.telemetry.log_format, LogFormat::Text);
 
     let old = &c.backends.old;
     assert_eq!(
-        (old.host.as_str(), old.port, old.user.as_str(), old.database.as_str()),
+        (
+            old.host.as_str(),
+            old.port,
+            old.user.as_str(),
+            old.database.as_str()
+        ),
         ("127.0.0.1", 5432, "app", "app")
     );
     assert_eq!(old.password.as_deref(), Some("old-s3cret"));
@@ -101,7 +109,10 @@ fn spec_example_parses_to_expected_values() {
     assert_eq!(c.auth.method, AuthMethod::ScramSha256);
     assert_eq!(c.auth.users.len(), 1);
     assert_eq!(c.auth.users[0].name, "app");
-    assert_eq!(c.auth.users[0].secret, Some(Secret::Plain("app-s3cret".into())));
+    assert_eq!(
+        c.auth.users[0].secret,
+        Some(Secret::Plain("app-s3cret".into()))
+    );
 
     assert!(!c.rollback);
     assert_eq!(c.defaults.primary, BackendId::Old);
@@ -117,7 +128,10 @@ fn spec_example_parses_to_expected_values() {
     assert_eq!(c.compare.sample, 100);
     assert_eq!(c.compare.ignore_columns, vec!["updated_at".to_owned()]);
     assert_eq!(c.compare.float_tolerance, 1e-9);
-    assert_eq!(c.compare.log.as_deref().and_then(|p| p.to_str()), Some("mismatches.jsonl"));
+    assert_eq!(
+        c.compare.log.as_deref().and_then(|p| p.to_str()),
+        Some("mismatches.jsonl")
+    );
     assert!(c.compare.redact_literals);
     assert!(!c.compare.log_values);
 
@@ -128,7 +142,10 @@ fn spec_example_parses_to_expected_values() {
     assert_eq!(kinds.iter().collect::<Vec<_>>(), vec![Kind::Read]);
     assert_eq!(
         r.matcher.tables,
-        vec![TableName::new(None, "users"), TableName::new(None, "profiles")]
+        vec![
+            TableName::new(None, "users"),
+            TableName::new(None, "profiles")
+        ]
     );
     let sql = r.matcher.sql.as_ref().unwrap();
     assert!(sql.is_match("SELECT * FROM   Users"));
@@ -137,21 +154,34 @@ fn spec_example_parses_to_expected_values() {
     assert!(r.matcher.database.is_empty() && r.matcher.client_addr.is_empty());
     assert_eq!(r.percent, 10);
     assert_eq!(r.sticky, Sticky::Session);
-    assert_eq!((r.primary, r.mirror, r.compare), (BackendId::New, Some(BackendId::Old), true));
+    assert_eq!(
+        (r.primary, r.mirror, r.compare),
+        (BackendId::New, Some(BackendId::Old), true)
+    );
 
     assert!(c.rewrite.old.is_empty());
     let rw = &c.rewrite.new;
     assert_eq!(
         rw.tables,
-        vec![(TableName::new(None, "users"), TableName::new(None, "accounts"))]
+        vec![(
+            TableName::new(None, "users"),
+            TableName::new(None, "accounts")
+        )]
     );
     assert_eq!(
         rw.columns,
-        vec![(TableName::new(None, "users"), "email".to_owned(), "email_address".to_owned())]
+        vec![(
+            TableName::new(None, "users"),
+            "email".to_owned(),
+            "email_address".to_owned()
+        )]
     );
     assert_eq!(rw.replace.len(), 1);
     let (re, with) = &rw.replace[0];
-    assert_eq!(re.replace_all("select legacy_total(1)", with.as_str()), "select order_total(1)");
+    assert_eq!(
+        re.replace_all("select legacy_total(1)", with.as_str()),
+        "select order_total(1)"
+    );
 }
 
 #[test]
@@ -164,7 +194,10 @@ fn spec_example_describe_and_debug_hide_secrets() {
             assert!(!text.contains(secret), "{secret} leaked in:\n{text}");
         }
     }
-    assert!(described.contains("postgres://app:****@127.0.0.1:5432/app"), "{described}");
+    assert!(
+        described.contains("postgres://app:****@127.0.0.1:5432/app"),
+        "{described}"
+    );
     assert!(described.contains("users-read-shift"));
     assert!(described.contains("primary=new mirror=old compare"));
     assert!(described.contains("kind=read tables=users,profiles"));
@@ -175,7 +208,10 @@ fn spec_example_describe_and_debug_hide_secrets() {
 fn spec_example_missing_env_vars_are_each_reported() {
     let errs = parse_config(SPEC_EXAMPLE, &|_| None).unwrap_err();
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(paths, vec!["admin_token", "backends.old.url", "auth.users[0].password"]);
+    assert_eq!(
+        paths,
+        vec!["admin_token", "backends.old.url", "auth.users[0].password"]
+    );
     assert!(errs.errors[0].message.contains("ADMIN_TOKEN is not set"));
     assert_eq!(errs.errors[0].line, Some(4));
 }

@@ -9,7 +9,8 @@
 //!   authentication paths get exercised.
 //! - On both, the app user is [`APP_USER`] / [`APP_PASSWORD`]; the
 //!   superuser `postgres` is trusted; [`TRUST_USER`] logs in over TCP without a
-//!   password and [`PLAIN_USER`] with a cleartext password (also [`APP_PASSWORD`]).
+//!   password and [`PLAIN_USER`] with a cleartext password (also [`APP_PASSWORD`]);
+//!   both are members of the app role, so they can use what the app user made.
 //! - Teardown: the clusters live in a `static` that is never dropped; each has
 //!   a reaper process that stops it and removes its directory when the test
 //!   binary exits, however it exits.

@@ -62,7 +62,9 @@ async fn raw_login(proxy: &TestProxy) -> (TcpStream, u32) {
                     encode::sasl_response(&mut out, &reply);
                     s.write_all(&out).await.unwrap();
                 }
-                backend::Authentication::SaslFinal { data } => scram.as_mut().unwrap().server_final(data).unwrap(),
+                backend::Authentication::SaslFinal { data } => {
+                    scram.as_mut().unwrap().server_final(data).unwrap()
+                }
                 backend::Authentication::Ok => {}
                 other => panic!("unexpected {other:?}"),
             },
@@ -79,7 +81,10 @@ async fn read_frame(s: &mut TcpStream, buf: &mut BytesMut) -> pgshift_protocol::
         if let Some(f) = pgshift_protocol::decode_frame(buf, 1 << 30).unwrap() {
             return f;
         }
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read_buf(buf)).await.expect("reply in time").unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read_buf(buf))
+            .await
+            .expect("reply in time")
+            .unwrap();
         assert!(n > 0, "connection closed");
     }
 }
@@ -89,7 +94,9 @@ async fn garbage_first_packet() {
     let db = fresh_db("garbage");
     let proxy = proxy_with(&db, "").await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     assert_refused(&read_until_closed(&mut s).await);
     still_serving(&proxy).await;
 }
@@ -100,12 +107,16 @@ async fn huge_length_in_startup_and_after_login() {
     let proxy = proxy_with(&db, "").await;
     // Startup packet claiming 2^31-1 bytes.
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(&[0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0]).await.unwrap();
+    s.write_all(&[0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0])
+        .await
+        .unwrap();
     assert_refused(&read_until_closed(&mut s).await);
 
     // A Query message claiming 2^31-1 bytes after a good login.
     let (mut s, _) = raw_login(&proxy).await;
-    s.write_all(&[b'Q', 0x7f, 0xff, 0xff, 0xff, b'S']).await.unwrap();
+    s.write_all(&[b'Q', 0x7f, 0xff, 0xff, 0xff, b'S'])
+        .await
+        .unwrap();
     assert_refused(&read_until_closed(&mut s).await);
     still_serving(&proxy).await;
 }
@@ -158,10 +169,20 @@ async fn wrong_password_and_unknown_user() {
     let db = fresh_db("badpw");
     let proxy = proxy_with(&db, "").await;
     for (user, pw) in [("app", "nope"), ("mallory", "app-secret")] {
-        let err = pgshift_tests::try_connect(&proxy.url_as(user, pw)).await.err().expect("login refused");
-        let db_err = err.as_db_error().unwrap_or_else(|| panic!("expected a server error, got {err}"));
-        assert_eq!(db_err.code(), &tokio_postgres::error::SqlState::INVALID_PASSWORD);
-        assert_eq!(db_err.message(), format!("password authentication failed for user \"{user}\""));
+        let err = pgshift_tests::try_connect(&proxy.url_as(user, pw))
+            .await
+            .expect_err("login refused");
+        let db_err = err
+            .as_db_error()
+            .unwrap_or_else(|| panic!("expected a server error, got {err}"));
+        assert_eq!(
+            db_err.code(),
+            &tokio_postgres::error::SqlState::INVALID_PASSWORD
+        );
+        assert_eq!(
+            db_err.message(),
+            format!("password authentication failed for user \"{user}\"")
+        );
     }
     still_serving(&proxy).await;
 }
@@ -175,7 +196,10 @@ async fn silent_client_is_closed_after_startup_timeout() {
     let reply = read_until_closed(&mut s).await;
     assert_refused(&reply);
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(3), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
     still_serving(&proxy).await;
 }
 
@@ -185,8 +209,13 @@ async fn connection_limit() {
     let proxy = proxy_with(&db, "limits: { max_clients: 2 }\n").await;
     let a = proxy.client().await;
     let b = proxy.client().await;
-    let err = pgshift_tests::try_connect(&proxy.url()).await.err().expect("third client refused");
-    assert_eq!(err.as_db_error().map(|e| e.code().clone()), Some(tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS));
+    let err = pgshift_tests::try_connect(&proxy.url())
+        .await
+        .expect_err("third client refused");
+    assert_eq!(
+        err.as_db_error().map(|e| e.code().clone()),
+        Some(tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS)
+    );
     drop(a);
     // The slot frees when the first session ends.
     let mut ok = false;

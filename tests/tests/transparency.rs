@@ -9,7 +9,10 @@ use pgshift_tests::{fresh_db, old_and_new, proxy_with};
 use tokio_postgres::SimpleQueryMessage;
 
 async fn scalar_i64(c: &tokio_postgres::Client, sql: &str) -> i64 {
-    c.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+    c.query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
 }
 
 #[tokio::test]
@@ -33,11 +36,16 @@ async fn simple_and_extended_protocol() {
     let rows: Vec<(String, Option<String>)> = msgs
         .iter()
         .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some((r.get(0).unwrap().to_owned(), r.get(1).map(str::to_owned))),
+            SimpleQueryMessage::Row(r) => {
+                Some((r.get(0).unwrap().to_owned(), r.get(1).map(str::to_owned)))
+            }
             _ => None,
         })
         .collect();
-    assert_eq!(rows, vec![("1".into(), Some("a".into())), ("2".into(), None)]);
+    assert_eq!(
+        rows,
+        vec![("1".into(), Some("a".into())), ("2".into(), None)]
+    );
     let tags: Vec<u64> = msgs
         .iter()
         .filter_map(|m| match m {
@@ -49,7 +57,10 @@ async fn simple_and_extended_protocol() {
 
     // Extended protocol with typed parameters and binary results.
     let row = c
-        .query_one("SELECT $1::int8 * 2, $2::text || '!', $3::float8, now()::date = current_date", &[&21i64, &"hi", &1.5f64])
+        .query_one(
+            "SELECT $1::int8 * 2, $2::text || '!', $3::float8, now()::date = current_date",
+            &[&21i64, &"hi", &1.5f64],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, i64>(0), 42);
@@ -89,21 +100,28 @@ async fn copy_in_and_out_100k_rows() {
     let db = fresh_db("copy");
     let proxy = proxy_with(&db, "").await;
     let c = proxy.client().await;
-    c.batch_execute("CREATE TABLE big (id int, payload text)").await.unwrap();
+    c.batch_execute("CREATE TABLE big (id int, payload text)")
+        .await
+        .unwrap();
     let sink = c.copy_in("COPY big FROM STDIN").await.unwrap();
     pin_mut!(sink);
     let mut chunk = String::new();
     for i in 0..100_000 {
         chunk.push_str(&format!("{i}\tpayload number {i}\n"));
         if chunk.len() > 64 * 1024 {
-            sink.send(Bytes::from(std::mem::take(&mut chunk))).await.unwrap();
+            sink.send(Bytes::from(std::mem::take(&mut chunk)))
+                .await
+                .unwrap();
         }
     }
     sink.send(Bytes::from(chunk)).await.unwrap();
     let n = sink.finish().await.unwrap();
     assert_eq!(n, 100_000);
     assert_eq!(scalar_i64(&c, "SELECT count(*) FROM big").await, 100_000);
-    assert_eq!(scalar_i64(&c, "SELECT sum(id) FROM big").await, 4_999_950_000);
+    assert_eq!(
+        scalar_i64(&c, "SELECT sum(id) FROM big").await,
+        4_999_950_000
+    );
 
     let stream = c.copy_out("COPY big TO STDOUT").await.unwrap();
     let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
@@ -116,7 +134,9 @@ async fn copy_in_and_out_100k_rows() {
 async fn listen_notify_between_two_clients() {
     let db = fresh_db("notify");
     let proxy = proxy_with(&db, "").await;
-    let (listener, mut conn) = tokio_postgres::connect(&proxy.url(), tokio_postgres::NoTls).await.unwrap();
+    let (listener, mut conn) = tokio_postgres::connect(&proxy.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
     tokio::spawn(async move {
@@ -130,7 +150,9 @@ async fn listen_notify_between_two_clients() {
     listener.batch_execute("LISTEN jobs").await.unwrap();
     let sender = proxy.client().await;
     sender.batch_execute("NOTIFY jobs, 'hello'").await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("notification arrives");
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("notification arrives");
     assert_eq!(got, Some(("jobs".to_owned(), "hello".to_owned())));
 }
 
@@ -141,11 +163,19 @@ async fn cancel_stops_pg_sleep() {
     let c = proxy.client().await;
     let token = c.cancel_token();
     let started = Instant::now();
-    let sleeper = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
+    let sleeper =
+        tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
     tokio::time::sleep(Duration::from_millis(300)).await;
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-    let err = sleeper.await.unwrap().expect_err("the statement was cancelled");
-    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{err}");
+    let err = sleeper
+        .await
+        .unwrap()
+        .expect_err("the statement was cancelled");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{err}"
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
@@ -154,13 +184,24 @@ async fn error_in_transaction_then_rollback_and_reuse() {
     let db = fresh_db("txerror");
     let proxy = proxy_with(&db, "").await;
     let c = proxy.client().await;
-    c.batch_execute("CREATE TABLE t (id int primary key)").await.unwrap();
+    c.batch_execute("CREATE TABLE t (id int primary key)")
+        .await
+        .unwrap();
     c.batch_execute("BEGIN").await.unwrap();
     c.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
-    let err = c.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap_err();
-    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION));
+    let err = c
+        .execute("INSERT INTO t VALUES (1)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    );
     let err = c.execute("SELECT 1", &[]).await.unwrap_err();
-    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION));
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION)
+    );
     c.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(scalar_i64(&c, "SELECT count(*) FROM t").await, 0);
     c.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
@@ -172,17 +213,32 @@ async fn bytea_of_50_mb_round_trips() {
     let db = fresh_db("bytea");
     let proxy = proxy_with(&db, "").await;
     let c = proxy.client().await;
-    c.batch_execute("CREATE TABLE blobs (id int, data bytea)").await.unwrap();
-    let blob: Vec<u8> = (0..50 * 1024 * 1024).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
-    c.execute("INSERT INTO blobs VALUES (1, $1)", &[&blob]).await.unwrap();
-    let back: Vec<u8> = c.query_one("SELECT data FROM blobs WHERE id = 1", &[]).await.unwrap().get(0);
+    c.batch_execute("CREATE TABLE blobs (id int, data bytea)")
+        .await
+        .unwrap();
+    let blob: Vec<u8> = (0..50 * 1024 * 1024)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    c.execute("INSERT INTO blobs VALUES (1, $1)", &[&blob])
+        .await
+        .unwrap();
+    let back: Vec<u8> = c
+        .query_one("SELECT data FROM blobs WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(back.len(), blob.len());
     assert!(back == blob, "bytea came back different");
     // And as text through the simple protocol (hex, ~100 MB on the wire).
-    let len = c.simple_query("SELECT data FROM blobs").await.unwrap().iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(r) => r.get(0).map(str::len),
-        _ => None,
-    });
+    let len = c
+        .simple_query("SELECT data FROM blobs")
+        .await
+        .unwrap()
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::len),
+            _ => None,
+        });
     assert_eq!(len, Some(2 + 2 * blob.len()));
 }
 
@@ -198,7 +254,11 @@ async fn two_hundred_concurrent_clients() {
                 let c = pgshift_tests::connect(&url).await;
                 let mut sum = 0i64;
                 for j in 0..10 {
-                    let v: i64 = c.query_one("SELECT $1::int8 + $2::int8", &[&(i as i64), &(j as i64)]).await.unwrap().get(0);
+                    let v: i64 = c
+                        .query_one("SELECT $1::int8 + $2::int8", &[&(i as i64), &(j as i64)])
+                        .await
+                        .unwrap()
+                        .get(0);
                     sum += v;
                 }
                 sum
@@ -217,9 +277,16 @@ async fn two_hundred_concurrent_clients() {
 async fn startup_options_reach_the_backend() {
     let db = fresh_db("options");
     let proxy = proxy_with(&db, "").await;
-    let url = format!("{}?application_name=shop-api&options=-c%20search_path%3Dfoo,public%20-c%20work_mem%3D5MB", proxy.url());
+    let url = format!(
+        "{}?application_name=shop-api&options=-c%20search_path%3Dfoo,public%20-c%20work_mem%3D5MB",
+        proxy.url()
+    );
     let c = pgshift_tests::connect(&url).await;
-    let app: String = c.query_one("SELECT current_setting('application_name')", &[]).await.unwrap().get(0);
+    let app: String = c
+        .query_one("SELECT current_setting('application_name')", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(app, "shop-api");
     let path: String = c.query_one("SHOW search_path", &[]).await.unwrap().get(0);
     assert_eq!(path, "foo,public");

@@ -30,7 +30,10 @@ impl SessionCancel {
     }
 
     fn snapshot(&self) -> Vec<(BackendId, CancelKey)> {
-        self.targets.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -75,12 +78,19 @@ impl CancelRegistry {
 
     fn lookup(&self, pid: u32, secret: &[u8]) -> Option<Arc<SessionCancel>> {
         let secret: [u8; 4] = secret.try_into().ok()?;
-        self.sessions.get(&(pid, secret)).map(|s| Arc::clone(s.value()))
+        self.sessions
+            .get(&(pid, secret))
+            .map(|s| Arc::clone(s.value()))
     }
 
     /// Forwards a client's CancelRequest. Unknown keys are ignored silently,
     /// as Postgres does, so a guesser learns nothing.
-    pub async fn cancel(&self, pid: u32, secret: &[u8], tls: Option<&tokio_rustls::TlsConnector>) -> usize {
+    pub async fn cancel(
+        &self,
+        pid: u32,
+        secret: &[u8],
+        tls: Option<&tokio_rustls::TlsConnector>,
+    ) -> usize {
         let Some(session) = self.lookup(pid, secret) else {
             tracing::debug!(pid, "cancel request with an unknown key");
             return 0;
@@ -89,7 +99,9 @@ impl CancelRegistry {
         for (id, key) in session.snapshot() {
             match send_cancel(id, &key, tls).await {
                 Ok(()) => sent += 1,
-                Err(e) => tracing::warn!(backend = %id, error = %e, "could not forward cancel request"),
+                Err(e) => {
+                    tracing::warn!(backend = %id, error = %e, "could not forward cancel request")
+                }
             }
         }
         sent

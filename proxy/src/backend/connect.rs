@@ -43,7 +43,10 @@ pub enum ConnectError {
         frame: Bytes,
     },
     #[error("backend {backend}: {source}")]
-    Wire { backend: BackendId, source: WireError },
+    Wire {
+        backend: BackendId,
+        source: WireError,
+    },
 }
 
 /// What a client needs to cancel a statement on this backend.
@@ -93,12 +96,17 @@ async fn connect_inner(
     opts: &ConnectOptions<'_>,
 ) -> Result<BackendConn, ConnectError> {
     let mut stream = open_stream(id, &target.host, target.port, target.tls, opts.tls).await?;
-    let wire = |source| ConnectError::Wire { backend: id, source };
+    let wire = |source| ConnectError::Wire {
+        backend: id,
+        source,
+    };
 
     let mut out = BytesMut::with_capacity(256);
     let params = startup_params(target, client_params);
     encode::startup_message(&mut out, params.iter().map(|(k, v)| (*k, *v)));
-    send(&mut stream, &mut out).await.map_err(|e| wire(e.into()))?;
+    send(&mut stream, &mut out)
+        .await
+        .map_err(|e| wire(e.into()))?;
 
     let mut buf = BytesMut::with_capacity(8 * 1024);
     authenticate(id, target, &mut stream, &mut buf, opts.max_message_size).await?;
@@ -121,10 +129,12 @@ async fn connect_inner(
             tag::ERROR_RESPONSE => return Err(rejected(id, frame.into_bytes())),
             tag::NEGOTIATE_PROTOCOL_VERSION => {}
             _ => {
-                return Err(wire(WireError::Protocol(pgshift_protocol::ProtocolError::Malformed {
-                    what: "startup",
-                    reason: "unexpected message before ReadyForQuery",
-                })))
+                return Err(wire(WireError::Protocol(
+                    pgshift_protocol::ProtocolError::Malformed {
+                        what: "startup",
+                        reason: "unexpected message before ReadyForQuery",
+                    },
+                )))
             }
         }
     }
@@ -152,8 +162,12 @@ async fn connect_inner(
 /// The backend's user and database, then the client's own options
 /// (application_name, options=-c ..., DateStyle, ...), then the defaults the
 /// backend URL adds for anything the client did not set.
-fn startup_params<'a>(target: &'a Backend, client: &'a [(String, String)]) -> Vec<(&'a str, &'a str)> {
-    let mut params: Vec<(&str, &str)> = vec![("user", &target.user), ("database", &target.database)];
+fn startup_params<'a>(
+    target: &'a Backend,
+    client: &'a [(String, String)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut params: Vec<(&str, &str)> =
+        vec![("user", &target.user), ("database", &target.database)];
     for (k, v) in client {
         if !RESERVED_PARAMS.contains(&k.as_str()) {
             params.push((k, v));
@@ -176,13 +190,14 @@ pub async fn open_stream(
     connector: Option<&tokio_rustls::TlsConnector>,
 ) -> Result<Stream, ConnectError> {
     let addr = format!("{host}:{port}");
-    let mut tcp = TcpStream::connect((host, port))
-        .await
-        .map_err(|source| ConnectError::Unreachable {
-            backend: id,
-            addr: addr.clone(),
-            source,
-        })?;
+    let mut tcp =
+        TcpStream::connect((host, port))
+            .await
+            .map_err(|source| ConnectError::Unreachable {
+                backend: id,
+                addr: addr.clone(),
+                source,
+            })?;
     let _ = tcp.set_nodelay(true);
     let connector = match (mode, connector) {
         (BackendTls::Disable, _) | (_, None) => return Ok(Stream::Plain(tcp)),
@@ -228,8 +243,14 @@ async fn authenticate(
     buf: &mut BytesMut,
     max: usize,
 ) -> Result<(), ConnectError> {
-    let auth_err = |reason: String| ConnectError::Auth { backend: id, reason };
-    let wire = |source| ConnectError::Wire { backend: id, source };
+    let auth_err = |reason: String| ConnectError::Auth {
+        backend: id,
+        reason,
+    };
+    let wire = |source| ConnectError::Wire {
+        backend: id,
+        source,
+    };
     let password = || {
         target
             .password
@@ -251,7 +272,9 @@ async fn authenticate(
             // A server that skips SASLFinal has not proved it knows the
             // password; libpq refuses such a server too.
             Authentication::Ok if scram.is_some() && !scram_verified => {
-                return Err(auth_err("server did not complete SCRAM authentication".into()))
+                return Err(auth_err(
+                    "server did not complete SCRAM authentication".into(),
+                ))
             }
             Authentication::Ok => return Ok(()),
             Authentication::CleartextPassword => {
@@ -262,7 +285,8 @@ async fn authenticate(
                 encode::password_message(&mut out, resp.as_bytes());
             }
             Authentication::Sasl { mechanisms } => {
-                let mech = scram::choose_mechanism(mechanisms).map_err(|e| auth_err(e.to_string()))?;
+                let mech =
+                    scram::choose_mechanism(mechanisms).map_err(|e| auth_err(e.to_string()))?;
                 let client = scram::ScramClient::new(password()?.as_bytes());
                 encode::sasl_initial_response(&mut out, mech, client.client_first());
                 scram = Some(client);
@@ -271,19 +295,25 @@ async fn authenticate(
                 let client = scram
                     .as_mut()
                     .ok_or_else(|| auth_err("SASL continue before SASL start".into()))?;
-                let reply = client.server_first(data).map_err(|e| auth_err(e.to_string()))?;
+                let reply = client
+                    .server_first(data)
+                    .map_err(|e| auth_err(e.to_string()))?;
                 encode::sasl_response(&mut out, &reply);
             }
             Authentication::SaslFinal { data } => {
                 let client = scram
                     .as_mut()
                     .ok_or_else(|| auth_err("SASL final before SASL start".into()))?;
-                client.server_final(data).map_err(|e| auth_err(e.to_string()))?;
+                client
+                    .server_final(data)
+                    .map_err(|e| auth_err(e.to_string()))?;
                 scram_verified = true;
                 continue;
             }
             Authentication::Unsupported { code } => {
-                return Err(auth_err(format!("unsupported authentication request {code}")))
+                return Err(auth_err(format!(
+                    "unsupported authentication request {code}"
+                )))
             }
         }
         send(stream, &mut out).await.map_err(|e| wire(e.into()))?;

@@ -56,9 +56,12 @@ impl ClientAuth {
                     scram::ScramVerifier::parse(v)
                         .map_err(|e| anyhow::anyhow!("auth.users {}: {e}", u.name))?,
                 ),
-                (AuthMethod::Md5, Some(Secret::Plain(p))) => UserSecret::Md5(md5::Md5Secret::Plaintext(p.clone())),
+                (AuthMethod::Md5, Some(Secret::Plain(p))) => {
+                    UserSecret::Md5(md5::Md5Secret::Plaintext(p.clone()))
+                }
                 (AuthMethod::Md5, Some(Secret::Md5Hash(h))) => UserSecret::Md5(
-                    md5::Md5Secret::from_stored(h).map_err(|e| anyhow::anyhow!("auth.users {}: {e}", u.name))?,
+                    md5::Md5Secret::from_stored(h)
+                        .map_err(|e| anyhow::anyhow!("auth.users {}: {e}", u.name))?,
                 ),
                 (method, Some(_)) => anyhow::bail!(
                     "auth.users {}: this kind of secret cannot be used with {method:?}",
@@ -91,7 +94,8 @@ impl ClientAuth {
                     _ => None,
                 };
                 let known = verifier.is_some();
-                let verifier = verifier.unwrap_or_else(|| scram::ScramVerifier::generate(&random_password()));
+                let verifier =
+                    verifier.unwrap_or_else(|| scram::ScramVerifier::generate(&random_password()));
                 scram_exchange(stream, buf, verifier, max)
                     .await
                     .map_err(|e| match e {
@@ -112,7 +116,9 @@ impl ClientAuth {
                 let frame = read_frame(stream, buf, max).await?;
                 let response = password_body(&frame)?;
                 match self.users.get(user) {
-                    Some(UserSecret::Md5(secret)) if md5::verify(secret, user, salt, response) => Ok(()),
+                    Some(UserSecret::Md5(secret)) if md5::verify(secret, user, salt, response) => {
+                        Ok(())
+                    }
                     _ => Err(AuthFailure::BadPassword(user.to_owned())),
                 }
             }

@@ -58,22 +58,36 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown
 
 /// Startup, authentication and the backend connection. `Ok(None)` when the
 /// connection was a cancel request; `Err` once the client has been told why.
-async fn establish(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<Option<Established>, ()> {
+async fn establish(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Result<Option<Established>, ()> {
     let loaded = shared.current();
     let limits = &loaded.config.limits;
-    let (mut client, startup, mut client_buf) = match startup::open(Stream::Plain(tcp), shared).await {
-        Ok(Opening::Session { stream, startup, buf }) => (stream, startup, buf),
-        Ok(Opening::Cancelled) => return Ok(None),
-        Err((e, stream)) => {
-            tracing::info!(error = %e, "startup failed");
-            if let Some(mut stream) = stream {
-                fatal(&mut stream, e.sqlstate(), &e.to_string()).await;
+    let (mut client, startup, mut client_buf) =
+        match startup::open(Stream::Plain(tcp), shared).await {
+            Ok(Opening::Session {
+                stream,
+                startup,
+                buf,
+            }) => (stream, startup, buf),
+            Ok(Opening::Cancelled) => return Ok(None),
+            Err((e, stream)) => {
+                tracing::info!(error = %e, "startup failed");
+                if let Some(mut stream) = stream {
+                    fatal(&mut stream, e.sqlstate(), &e.to_string()).await;
+                }
+                return Err(());
             }
-            return Err(());
-        }
-    };
+        };
     let Some(user) = startup.get("user").map(str::to_owned) else {
-        fatal(&mut client, "28000", "no PostgreSQL user name specified in startup packet").await;
+        fatal(
+            &mut client,
+            "28000",
+            "no PostgreSQL user name specified in startup packet",
+        )
+        .await;
         return Err(());
     };
     tracing::Span::current().record("user", user.as_str());
@@ -161,8 +175,10 @@ async fn relay(est: Established, shared: &Shared, shutdown: Shutdown) {
     let state = RelayState::new();
 
     let outcome = {
-        let front = relay::client_to_backend(&mut client_r, &mut backend_w, &mut client_buf, &state, max);
-        let back = relay::backend_to_client(&mut backend_r, &mut client_w, &mut backend_buf, &state, max);
+        let front =
+            relay::client_to_backend(&mut client_r, &mut backend_w, &mut client_buf, &state, max);
+        let back =
+            relay::backend_to_client(&mut backend_r, &mut client_w, &mut backend_buf, &state, max);
         let drain = async {
             shutdown.draining.cancelled().await;
             state.wait_quiet().await;
@@ -179,11 +195,21 @@ async fn relay(est: Established, shared: &Shared, shutdown: Shutdown) {
         Outcome::Relay(Ok(End::BackendClosed)) => tracing::info!("backend closed the connection"),
         Outcome::Relay(Err(RelayError::ClientProtocol(e))) => {
             tracing::info!(error = %e, "closing session: invalid client message");
-            fatal(&mut client_w, "08P01", &format!("invalid frontend message: {e}")).await;
+            fatal(
+                &mut client_w,
+                "08P01",
+                &format!("invalid frontend message: {e}"),
+            )
+            .await;
         }
         Outcome::Relay(Err(e)) => tracing::info!(error = %e, "session ended"),
         Outcome::Drained | Outcome::Forced => {
-            fatal(&mut client_w, "57P01", "terminating connection due to administrator command").await;
+            fatal(
+                &mut client_w,
+                "57P01",
+                "terminating connection due to administrator command",
+            )
+            .await;
         }
     }
     let mut bye = BytesMut::new();
@@ -215,4 +241,3 @@ async fn refuse(client: &mut Stream, e: ConnectError) {
         e => fatal(client, "08006", &e.to_string()).await,
     }
 }
-

@@ -95,10 +95,15 @@ pub async fn client_to_backend(
         let mut at = 0;
         let mut terminated = false;
         loop {
-            match scanner.step(&buf[at..]).map_err(RelayError::ClientProtocol)? {
+            match scanner
+                .step(&buf[at..])
+                .map_err(RelayError::ClientProtocol)?
+            {
                 Step::Frame(h) => {
                     match h.tag {
-                        frontend::tag::QUERY | frontend::tag::SYNC | frontend::tag::FUNCTION_CALL => {
+                        frontend::tag::QUERY
+                        | frontend::tag::SYNC
+                        | frontend::tag::FUNCTION_CALL => {
                             state.in_flight.fetch_add(1, Ordering::AcqRel);
                         }
                         frontend::tag::TERMINATE => terminated = true,
@@ -114,7 +119,9 @@ pub async fn client_to_backend(
             }
         }
         if at > 0 {
-            write_out(backend_w, &buf[..at]).await.map_err(RelayError::BackendIo)?;
+            write_out(backend_w, &buf[..at])
+                .await
+                .map_err(RelayError::BackendIo)?;
             buf.advance(at);
         }
         if terminated {
@@ -140,19 +147,25 @@ pub async fn backend_to_client(
         let mut at = 0;
         let mut ready = false;
         loop {
-            match scanner.step(&buf[at..]).map_err(RelayError::BackendProtocol)? {
+            match scanner
+                .step(&buf[at..])
+                .map_err(RelayError::BackendProtocol)?
+            {
                 Step::Frame(h) => {
                     if h.tag == backend::tag::READY_FOR_QUERY {
                         let body = &buf[at + pgshift_protocol::HEADER_LEN..at + h.frame_len];
-                        let status = backend::ready_for_query(body).map_err(RelayError::BackendProtocol)?;
+                        let status =
+                            backend::ready_for_query(body).map_err(RelayError::BackendProtocol)?;
                         state
                             .idle
                             .store(status == TransactionStatus::Idle, Ordering::Release);
                         // Saturating: an RFQ the client did not ask for (none
                         // exists in the protocol) must not wrap the count.
-                        let _ = state
-                            .in_flight
-                            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+                        let _ = state.in_flight.fetch_update(
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                            |n| n.checked_sub(1),
+                        );
                         ready = true;
                     }
                     at += h.frame_len;
@@ -162,14 +175,21 @@ pub async fn backend_to_client(
             }
         }
         if at > 0 {
-            write_out(client, &buf[..at]).await.map_err(RelayError::ClientIo)?;
+            write_out(client, &buf[..at])
+                .await
+                .map_err(RelayError::ClientIo)?;
             buf.advance(at);
         }
         if ready {
             state.ready.notify_waiters();
         }
         reserve_for_read(buf, scanner.shortfall(buf));
-        if backend_r.read_buf(buf).await.map_err(RelayError::BackendIo)? == 0 {
+        if backend_r
+            .read_buf(buf)
+            .await
+            .map_err(RelayError::BackendIo)?
+            == 0
+        {
             return Ok(End::BackendClosed);
         }
     }

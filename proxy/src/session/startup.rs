@@ -46,7 +46,10 @@ impl StartupError {
 
 /// On failure the stream comes back (when there still is one) so the
 /// client can be told why before the connection closes.
-pub async fn open(mut stream: Stream, shared: &Shared) -> Result<Opening, (StartupError, Option<Stream>)> {
+pub async fn open(
+    mut stream: Stream,
+    shared: &Shared,
+) -> Result<Opening, (StartupError, Option<Stream>)> {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         let packet = loop {

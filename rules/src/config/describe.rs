@@ -3,7 +3,8 @@
 
 use std::fmt::Write as _;
 
-use super::model::{Backend, Config, MirrorMode, RewriteMap};
+use super::backend::Backend;
+use super::model::{Config, MirrorMode, RewriteMap};
 use super::rule::{Match, Rule};
 use super::units::{format_duration, format_size};
 
@@ -115,14 +116,28 @@ impl Config {
             out.line("rules", "none: every statement takes the defaults");
             return;
         }
-        let note = if self.rollback { ", all ignored while rollback is on" } else { "" };
+        let note = if self.rollback {
+            ", all ignored while rollback is on"
+        } else {
+            ""
+        };
         out.line(
             "rules",
             &format!("{} (first match wins{note})", self.rules.len()),
         );
-        let name_width = self.rules.iter().map(|r| r.name.chars().count()).max().unwrap_or(0);
+        let name_width = self
+            .rules
+            .iter()
+            .map(|r| r.name.chars().count())
+            .max()
+            .unwrap_or(0);
         let num_width = self.rules.len().to_string().len();
-        let sticky_width = self.rules.iter().map(|r| r.sticky.as_str().len()).max().unwrap_or(0);
+        let sticky_width = self
+            .rules
+            .iter()
+            .map(|r| r.sticky.as_str().len())
+            .max()
+            .unwrap_or(0);
         for (i, rule) in self.rules.iter().enumerate() {
             let _ = writeln!(
                 out.0,
@@ -138,7 +153,10 @@ impl Config {
     }
 
     fn describe_rewrites(&self, out: &mut Out) {
-        for (label, map) in [("rewrite old", &self.rewrite.old), ("rewrite new", &self.rewrite.new)] {
+        for (label, map) in [
+            ("rewrite old", &self.rewrite.old),
+            ("rewrite new", &self.rewrite.new),
+        ] {
             if !map.is_empty() {
                 out.line(label, &rewrite(map));
             }

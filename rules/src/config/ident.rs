@@ -91,7 +91,11 @@ pub(crate) fn parse_qualified(input: &str) -> Result<Vec<String>, NameError> {
         let part = match chars.peek() {
             None if parts.is_empty() => return Err(NameError("empty name".into())),
             None => return Err(NameError("name ends with a dot".into())),
-            Some('.') => return Err(NameError("empty name part (two dots, or a leading dot)".into())),
+            Some('.') => {
+                return Err(NameError(
+                    "empty name part (two dots, or a leading dot)".into(),
+                ))
+            }
             Some('"') => {
                 chars.next();
                 let mut part = String::new();
@@ -110,7 +114,8 @@ pub(crate) fn parse_qualified(input: &str) -> Result<Vec<String>, NameError> {
             }
             Some(_) => {
                 let mut part = String::new();
-                while let Some(c) = chars.next_if(|c| *c != '.' && *c != '"' && !c.is_whitespace()) {
+                while let Some(c) = chars.next_if(|c| *c != '.' && *c != '"' && !c.is_whitespace())
+                {
                     part.push(c);
                 }
                 validate_unquoted(&part)?;
@@ -178,13 +183,22 @@ mod tests {
         assert_eq!(t("Users"), TableName::new(None, "users"));
         assert_eq!(t("\"Users\""), TableName::new(None, "Users"));
         assert_eq!(t("public.users"), TableName::new(Some("public"), "users"));
-        assert_eq!(t("Public.\"Users\""), TableName::new(Some("public"), "Users"));
+        assert_eq!(
+            t("Public.\"Users\""),
+            TableName::new(Some("public"), "Users")
+        );
         assert_eq!(
             t("\"my schema\".\"T\"\"x\""),
             TableName::new(Some("my schema"), "T\"x")
         );
-        assert_eq!(t("\"My.Schema\".\"T\""), TableName::new(Some("My.Schema"), "T"));
-        assert_eq!(t(" public . users "), TableName::new(Some("public"), "users"));
+        assert_eq!(
+            t("\"My.Schema\".\"T\""),
+            TableName::new(Some("My.Schema"), "T")
+        );
+        assert_eq!(
+            t(" public . users "),
+            TableName::new(Some("public"), "users")
+        );
         assert_eq!(t("_x$1"), TableName::new(None, "_x$1"));
         assert_eq!(t("Ünïcode"), TableName::new(None, "Ünïcode"));
     }
@@ -192,13 +206,27 @@ mod tests {
     #[test]
     fn rejects_malformed() {
         for bad in [
-            "", "  ", "a..b", ".a", "a.", "\"unterminated", "\"\"", "a.b.c", "1abc", "a-b", "a b",
-            "$a", "a\"b\"",
+            "",
+            "  ",
+            "a..b",
+            ".a",
+            "a.",
+            "\"unterminated",
+            "\"\"",
+            "a.b.c",
+            "1abc",
+            "a-b",
+            "a b",
+            "$a",
+            "a\"b\"",
         ] {
             assert!(TableName::parse(bad).is_err(), "{bad:?} should be rejected");
         }
         let long = "a".repeat(64);
-        assert!(TableName::parse(&long).unwrap_err().to_string().contains("63"));
+        assert!(TableName::parse(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("63"));
         assert!(TableName::parse(&"a".repeat(63)).is_ok());
     }
 

@@ -97,6 +97,9 @@ mod tests {
         assert_eq!(s.to_string(), "read,copy");
         assert_eq!(KindSet::all().len(), 7);
         assert_eq!("ddl".parse::<Kind>(), Ok(Kind::Ddl));
-        assert!("DDL".parse::<Kind>().unwrap_err().contains("read, write, ddl"));
+        assert!("DDL"
+            .parse::<Kind>()
+            .unwrap_err()
+            .contains("read, write, ddl"));
     }
 }

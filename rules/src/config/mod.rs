@@ -3,6 +3,7 @@
 //! [`parse_config`] is the only way in. It reports every problem it finds at
 //! once, each with a path such as `rules[3].match.sql` and a line/column.
 
+mod backend;
 mod compile;
 mod describe;
 mod env;
@@ -18,13 +19,14 @@ mod secret;
 mod units;
 mod yaml;
 
+pub use backend::{Backend, BackendId, BackendTls, Backends};
 pub use error::{ConfigError, ConfigErrors};
 pub use ident::{NameError, TableName};
 pub use kind::{Kind, KindSet};
 pub use model::{
-    Auth, AuthMethod, AuthUser, Backend, BackendId, BackendTls, Backends, CompareSettings,
-    Config, Limits, ListenAddr, LogFormat, MirrorErrorPolicy, MirrorMode, MirrorSettings,
-    OverflowPolicy, RewriteMap, Rewrites, Route, Telemetry, TlsFiles,
+    Auth, AuthMethod, AuthUser, CompareSettings, Config, Limits, ListenAddr, LogFormat,
+    MirrorErrorPolicy, MirrorMode, MirrorSettings, OverflowPolicy, RewriteMap, Rewrites, Route,
+    Telemetry, TlsFiles,
 };
 pub use rule::{Match, Rule, Sticky};
 pub use secret::Secret;
@@ -46,7 +48,8 @@ pub fn parse_config(
         Some(config) if ctx.errors.is_empty() => Ok(config),
         _ => {
             if ctx.errors.is_empty() {
-                ctx.errors.push(ConfigError::new("", "invalid configuration", None));
+                ctx.errors
+                    .push(ConfigError::new("", "invalid configuration", None));
             }
             Err(ConfigErrors::new(ctx.errors))
         }

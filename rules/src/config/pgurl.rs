@@ -61,8 +61,7 @@ const UNSUPPORTED_PARAMS: &[&str] = &[
 /// from the environment may contain `@`, `/` or `:`; it may not contain `?`,
 /// and a literal `%` must be written `%25`.
 pub(crate) fn parse(url: &str) -> Result<PgUrl, String> {
-    let rest = strip_scheme(url)
-        .ok_or("must start with postgres:// or postgresql://")?;
+    let rest = strip_scheme(url).ok_or("must start with postgres:// or postgresql://")?;
     let (main, query) = match rest.split_once('?') {
         Some((m, q)) => (m, Some(q)),
         None => (rest, None),
@@ -125,7 +124,8 @@ pub(crate) fn parse(url: &str) -> Result<PgUrl, String> {
 fn strip_scheme(url: &str) -> Option<&str> {
     ["postgresql://", "postgres://"].iter().find_map(|scheme| {
         let head = url.get(..scheme.len())?;
-        head.eq_ignore_ascii_case(scheme).then(|| &url[scheme.len()..])
+        head.eq_ignore_ascii_case(scheme)
+            .then(|| &url[scheme.len()..])
     })
 }
 
@@ -134,9 +134,7 @@ fn parse_host_port(hostport: &str) -> Result<(String, Option<u16>), String> {
         return Err("multiple hosts are not supported: give one host per backend".into());
     }
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (addr, after) = v6
-            .split_once(']')
-            .ok_or("unterminated [ in IPv6 host")?;
+        let (addr, after) = v6.split_once(']').ok_or("unterminated [ in IPv6 host")?;
         addr.parse::<Ipv6Addr>()
             .map_err(|_| "invalid IPv6 address in brackets".to_owned())?;
         let port = match after {
@@ -152,7 +150,9 @@ fn parse_host_port(hostport: &str) -> Result<(String, Option<u16>), String> {
         }
     };
     if host.is_empty() {
-        return Err("no host: pgshift connects over TCP, e.g. postgres://user@127.0.0.1:5432/db".into());
+        return Err(
+            "no host: pgshift connects over TCP, e.g. postgres://user@127.0.0.1:5432/db".into(),
+        );
     }
     if host.starts_with('/') {
         return Err("Unix-domain socket hosts are not supported: use a TCP host".into());
@@ -227,7 +227,11 @@ pub(crate) fn masked(
         host.to_owned()
     };
     let password = if has_password { ":****" } else { "" };
-    let mut url = format!("postgres://{}{password}@{host}:{port}/{}", encode(user), encode(database));
+    let mut url = format!(
+        "postgres://{}{password}@{host}:{port}/{}",
+        encode(user),
+        encode(database)
+    );
     for (i, (k, v)) in params.iter().enumerate() {
         url.push(if i == 0 { '?' } else { '&' });
         url.push_str(&encode(k));
@@ -261,7 +265,10 @@ mod tests {
     #[test]
     fn minimal_and_ipv6() {
         let u = parse("postgresql://localhost").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.user, u.database), ("localhost", None, None, None));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.user, u.database),
+            ("localhost", None, None, None)
+        );
         let u = parse("postgres://u@[::1]:6000/d").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", Some(6000)));
         let u = parse("postgres://u@[::1]/d").unwrap();
@@ -301,7 +308,14 @@ mod tests {
 
     #[test]
     fn masks() {
-        let m = masked("::1", 5432, "a b", true, "db", &[("options".into(), "-c x=1".into())]);
+        let m = masked(
+            "::1",
+            5432,
+            "a b",
+            true,
+            "db",
+            &[("options".into(), "-c x=1".into())],
+        );
         assert_eq!(m, "postgres://a%20b:****@[::1]:5432/db?options=-c%20x%3D1");
     }
 }

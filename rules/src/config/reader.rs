@@ -19,7 +19,9 @@ impl Path {
             .chars()
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         let mut s = self.0.clone();
         if plain {
             if !s.is_empty() {
@@ -276,10 +278,14 @@ impl<'n> Fields<'n> {
                     if allowed.contains(&text) {
                         fields.entries.push((text, value));
                     } else {
+                        let hint = match closest(text, allowed) {
+                            Some(k) => format!("did you mean {k}? "),
+                            None => String::new(),
+                        };
                         ctx.error(
                             &fields.path.key(text),
                             key.loc,
-                            format!("unknown key; expected one of {}", allowed.join(", ")),
+                            format!("unknown key; {hint}expected one of {}", allowed.join(", ")),
                         );
                     }
                 }
@@ -303,7 +309,10 @@ impl<'n> Fields<'n> {
     }
 
     fn raw(&self, key: &str) -> Option<&'n Node> {
-        self.entries.iter().find(|(k, _)| *k == key).map(|(_, n)| *n)
+        self.entries
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, n)| *n)
     }
 
     /// The value under `key`; None when absent or null (null means "default").
@@ -332,5 +341,57 @@ impl<'n> Fields<'n> {
 
     pub fn loc(&self) -> Option<Loc> {
         self.loc
+    }
+}
+
+/// The allowed key within two edits of a typo, if exactly one is closest.
+fn closest<'a>(typo: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    let mut best: Option<(usize, &str)> = None;
+    let mut tie = false;
+    for &candidate in allowed {
+        let d = edit_distance(typo, candidate);
+        match best {
+            Some((bd, _)) if d > bd => {}
+            Some((bd, _)) if d == bd => tie = true,
+            _ => {
+                best = Some((d, candidate));
+                tie = false;
+            }
+        }
+    }
+    best.filter(|(d, _)| *d <= 2 && !tie).map(|(_, k)| k)
+}
+
+/// Levenshtein distance (two rolling rows; typos in keys are short).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = Vec::with_capacity(b.len() + 1);
+        cur.push(i + 1);
+        for (j, cb) in b.iter().enumerate() {
+            let at = |row: &Vec<usize>, k: usize| row.get(k).copied().unwrap_or(usize::MAX);
+            let substitute = at(&prev, j).saturating_add(usize::from(ca != *cb));
+            let delete = at(&prev, j + 1).saturating_add(1);
+            let insert = cur.last().copied().unwrap_or(usize::MAX).saturating_add(1);
+            cur.push(substitute.min(delete).min(insert));
+        }
+        prev = cur;
+    }
+    prev.last().copied().unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{closest, edit_distance};
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(edit_distance("lsiten", "listen"), 2);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(closest("lsiten", &["listen", "admin"]), Some("listen"));
+        assert_eq!(closest("tabels", &["tables", "kind"]), Some("tables"));
+        assert_eq!(closest("zzzzzz", &["tables", "kind"]), None);
+        assert_eq!(closest("ab", &["ac", "ad"]), None);
     }
 }

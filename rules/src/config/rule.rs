@@ -3,9 +3,10 @@
 use ipnet::IpNet;
 use regex::Regex;
 
+use super::backend::BackendId;
 use super::ident::TableName;
 use super::kind::KindSet;
-use super::model::{BackendId, Route};
+use super::model::Route;
 use super::names::named_enum;
 
 named_enum! {

@@ -114,8 +114,14 @@ mod tests {
             Secret::classify(md5).unwrap(),
             Secret::Md5Hash(format!("md5{}", "a".repeat(32)))
         );
-        assert!(matches!(Secret::classify("md5short".into()), Ok(Secret::Plain(_))));
-        assert!(matches!(Secret::classify("hunter2".into()), Ok(Secret::Plain(_))));
+        assert!(matches!(
+            Secret::classify("md5short".into()),
+            Ok(Secret::Plain(_))
+        ));
+        assert!(matches!(
+            Secret::classify("hunter2".into()),
+            Ok(Secret::Plain(_))
+        ));
         assert!(Secret::classify(String::new()).is_err());
     }
 

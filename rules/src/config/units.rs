@@ -156,7 +156,12 @@ pub(crate) fn parse_size(input: &str) -> Result<u64, String> {
 
 /// Largest binary unit that divides the size exactly.
 pub(crate) fn format_size(bytes: u64) -> String {
-    for (unit, per) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+    for (unit, per) in [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ] {
         if bytes != 0 && bytes % per == 0 {
             return format!("{}{unit}", bytes / per);
         }
@@ -187,7 +192,9 @@ mod tests {
     fn bad_durations() {
         assert!(parse_duration("10").unwrap_err().contains("ambiguous"));
         assert!(parse_duration("1.5").unwrap_err().contains("ambiguous"));
-        assert!(parse_duration("10 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("10 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
         assert!(parse_duration("-1s").unwrap_err().contains("negative"));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("s").is_err());
@@ -196,7 +203,9 @@ mod tests {
         assert!(parse_duration("99999999999999999999999999999999999h")
             .unwrap_err()
             .contains("invalid"));
-        assert!(parse_duration("9999999999999h").unwrap_err().contains("too large"));
+        assert!(parse_duration("9999999999999h")
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]
@@ -227,7 +236,9 @@ mod tests {
         assert!(parse_size("1PB").unwrap_err().contains("unknown unit"));
         assert!(parse_size("1iB").is_err());
         assert!(parse_size("-1").is_err());
-        assert!(parse_size("99999999999TiB").unwrap_err().contains("too large"));
+        assert!(parse_size("99999999999TiB")
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]

@@ -80,34 +80,54 @@ impl Node {
     }
 }
 
+const MAX_DEPTH: usize = 16;
+
 /// Parses one YAML document. Syntax errors stop here with their position.
 pub(crate) fn load(text: &str) -> Result<Node, ConfigError> {
     let options = serde_saphyr::options! {
+        // The deepest real config is about 7 levels. serde-saphyr's
+        // span-tracking recursion needs ~35KiB of stack per level in debug
+        // builds, so its default limit (64) overflows a 2MiB thread stack on
+        // hostile input; 16 leaves headroom everywhere.
+        budget: serde_saphyr::budget! { max_depth: MAX_DEPTH },
         with_snippet: false,
         // Let `.nan` through as a float so validation can say which key is
         // wrong instead of failing the whole document.
         non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::PassThrough,
     };
-    // The default budget bounds nesting depth (64), which also bounds the
-    // recursion in `convert` and in dropping the tree.
+    // The depth budget also bounds the recursion in `convert` and in
+    // dropping the tree.
     match serde_saphyr::from_str_with_options::<Spanned<Raw>>(text, options) {
         Ok(root) => Ok(convert(root, text)),
         Err(err) => {
             let loc = err.location().as_ref().and_then(Loc::from_location);
-            let mut message = err.to_string();
-            if let Some(l) = loc {
-                // The position is reported in its own fields.
-                let suffix = format!(" at line {}, column {}", l.line, l.column);
-                if let Some(stripped) = message.strip_suffix(&suffix) {
-                    message = stripped.to_owned();
-                }
-            }
+            let message = syntax_message(err.without_snippet());
             Err(ConfigError::new(
                 "",
                 format!("invalid YAML: {message}"),
                 loc,
             ))
         }
+    }
+}
+
+/// serde-saphyr's user-facing wording, minus hints aimed at Rust callers
+/// ("set DuplicateKeyPolicy in Options") and internal debug formatting.
+fn syntax_message(err: &serde_saphyr::Error) -> String {
+    use serde_saphyr::budget::BudgetBreach;
+    use serde_saphyr::{Error, MessageFormatter, UserMessageFormatter};
+    match err {
+        Error::Budget {
+            breach: BudgetBreach::Depth { .. },
+            ..
+        } => format!("nested more than {MAX_DEPTH} levels deep"),
+        Error::Budget { .. } => "the document is too large or expands too many aliases".to_owned(),
+        Error::DuplicateMappingKey { key: Some(key), .. } => format!("duplicate key \"{key}\""),
+        Error::DuplicateMappingKey { key: None, .. } => "duplicate key".to_owned(),
+        Error::MultipleDocuments { .. } => {
+            "more than one YAML document (---): the config is a single document".to_owned()
+        }
+        other => UserMessageFormatter.format_message(other).into_owned(),
     }
 }
 

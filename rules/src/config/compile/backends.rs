@@ -1,6 +1,6 @@
 //! backends.old / backends.new.
 
-use crate::config::model::{Backend, BackendId, BackendTls, Backends};
+use crate::config::backend::{Backend, BackendId, BackendTls, Backends};
 use crate::config::pgurl;
 use crate::config::reader::{Ctx, Fields};
 
@@ -31,9 +31,7 @@ pub(super) fn backends(ctx: &mut Ctx<'_>, top: &Fields<'_>) -> Option<Backends> 
 }
 
 fn backend(ctx: &mut Ctx<'_>, section: &Fields<'_>, id: BackendId) -> Option<Backend> {
-    if section.require(ctx, id.as_str()).is_none() {
-        return None;
-    }
+    section.require(ctx, id.as_str())?;
     let f = section.child(ctx, id.as_str(), &["url", "tls"]);
     let tls_field = f.get("tls");
     let tls_key = tls_field
@@ -50,7 +48,10 @@ fn backend(ctx: &mut Ctx<'_>, section: &Fields<'_>, id: BackendId) -> Option<Bac
         }
     };
     let Some(user) = parsed.user.take() else {
-        ctx.error_at(&url_field, "the URL has no user name, e.g. postgres://app@host:5432/db");
+        ctx.error_at(
+            &url_field,
+            "the URL has no user name, e.g. postgres://app@host:5432/db",
+        );
         return None;
     };
 
@@ -74,7 +75,10 @@ fn backend(ctx: &mut Ctx<'_>, section: &Fields<'_>, id: BackendId) -> Option<Bac
     let tls = match (tls_key, url_tls) {
         (Some(k), Some(u)) if k != u => {
             if let Some(field) = &tls_field {
-                ctx.error_at(field, format!("tls: {k} conflicts with sslmode={u} in the URL"));
+                ctx.error_at(
+                    field,
+                    format!("tls: {k} conflicts with sslmode={u} in the URL"),
+                );
             }
             return None;
         }

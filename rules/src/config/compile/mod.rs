@@ -40,7 +40,11 @@ pub(crate) fn compile(root: &Node, ctx: &mut Ctx<'_>) -> Option<Config> {
     match &root.value {
         Value::Map(_) => {}
         Value::Null => {
-            ctx.error(&Path::default(), None, "the configuration is empty: at least backends.old and backends.new are needed");
+            ctx.error(
+                &Path::default(),
+                None,
+                "the configuration is empty: at least backends.old and backends.new are needed",
+            );
             return None;
         }
         _ => {
@@ -56,9 +60,7 @@ pub(crate) fn compile(root: &Node, ctx: &mut Ctx<'_>) -> Option<Config> {
     let top = Fields::open(ctx, Some(root), Path::default(), TOP_LEVEL);
 
     let listen = server::listen(ctx, &top);
-    let admin = top
-        .get("admin")
-        .and_then(|f| server::listen_addr(ctx, &f));
+    let admin = top.get("admin").and_then(|f| server::listen_addr(ctx, &f));
     let admin_token = top
         .get("admin_token")
         .and_then(|f| ctx.expanded_nonempty(&f));

@@ -1,8 +1,9 @@
 //! rewrite: per-backend renames and regex replacements (validated here,
 //! applied by the rewriter).
 
+use crate::config::backend::BackendId;
 use crate::config::ident::{parse_identifier, parse_qualified, TableName};
-use crate::config::model::{BackendId, RewriteMap, Rewrites};
+use crate::config::model::{RewriteMap, Rewrites};
 use crate::config::reader::{Ctx, Fields};
 
 pub(super) fn rewrites(ctx: &mut Ctx<'_>, top: &Fields<'_>) -> Rewrites {
@@ -48,7 +49,11 @@ fn rewrite_map(ctx: &mut Ctx<'_>, section: &Fields<'_>, id: BackendId) -> Rewrit
                     .ok()
             });
             if let (Some((table, column)), Some(to)) = (from, to) {
-                if map.columns.iter().any(|(t, c, _)| *t == table && *c == column) {
+                if map
+                    .columns
+                    .iter()
+                    .any(|(t, c, _)| *t == table && *c == column)
+                {
                     ctx.error_at(&value, format!("column {table}.{column} is renamed twice"));
                 } else {
                     map.columns.push((table, column, to));
@@ -59,8 +64,15 @@ fn rewrite_map(ctx: &mut Ctx<'_>, section: &Fields<'_>, id: BackendId) -> Rewrit
 
     if let Some(field) = f.get("replace") {
         for item in ctx.list(&field) {
-            let r = Fields::open(ctx, Some(item.node), item.path.clone(), &["pattern", "with"]);
-            let pattern = r.require(ctx, "pattern").and_then(|x| super::regex(ctx, &x));
+            let r = Fields::open(
+                ctx,
+                Some(item.node),
+                item.path.clone(),
+                &["pattern", "with"],
+            );
+            let pattern = r
+                .require(ctx, "pattern")
+                .and_then(|x| super::regex(ctx, &x));
             let with = r.require(ctx, "with").and_then(|x| ctx.text(&x));
             if let (Some(pattern), Some(with)) = (pattern, with) {
                 map.replace.push((pattern, with));
@@ -78,10 +90,13 @@ fn column_key(key: &str) -> Result<(TableName, String), String> {
         _ => return Err("expected table.column or schema.table.column".into()),
     };
     let name = parts.pop().unwrap_or_default();
-    Ok((TableName {
-        schema: parts.pop(),
-        name,
-    }, column))
+    Ok((
+        TableName {
+            schema: parts.pop(),
+            name,
+        },
+        column,
+    ))
 }
 
 #[cfg(test)]

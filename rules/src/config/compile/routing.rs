@@ -1,9 +1,9 @@
 //! rollback's companions: defaults, mirror and compare settings.
 
+use crate::config::backend::BackendId;
 use crate::config::ident::parse_identifier;
 use crate::config::model::{
-    BackendId, CompareSettings, MirrorErrorPolicy, MirrorMode, MirrorSettings, OverflowPolicy,
-    Route,
+    CompareSettings, MirrorErrorPolicy, MirrorMode, MirrorSettings, OverflowPolicy, Route,
 };
 use crate::config::reader::{Ctx, Fields};
 
@@ -27,18 +27,27 @@ pub(super) fn route(
     inherited: &str,
 ) -> Route {
     let primary_field = f.get("primary");
-    let primary = primary_field
-        .as_ref()
-        .and_then(|x| ctx.choice(x, BackendId::CHOICES))
-        .unwrap_or(default_primary);
+    let primary_checked = match &primary_field {
+        Some(x) => ctx.choice(x, BackendId::CHOICES),
+        None => Some(default_primary),
+    };
+    let primary = primary_checked.unwrap_or(default_primary);
     let mirror_field = f.get("mirror");
-    let mirror = mirror_field
-        .as_ref()
-        .and_then(|x| ctx.choice(x, MIRROR_CHOICES))
-        .flatten();
-    if let (Some(m), Some(field)) = (mirror, &mirror_field) {
-        if m == primary {
-            let origin = if primary_field.is_none() { inherited } else { "" };
+    let mirror_checked = match &mirror_field {
+        Some(x) => ctx.choice(x, MIRROR_CHOICES),
+        None => Some(None),
+    };
+    let mirror = mirror_checked.flatten();
+    // Consistency checks only between values that are themselves valid, so
+    // one typo yields one error.
+    if let (Some(p), Some(Some(m)), Some(field)) = (primary_checked, mirror_checked, &mirror_field)
+    {
+        if m == p {
+            let origin = if primary_field.is_none() {
+                inherited
+            } else {
+                ""
+            };
             ctx.error_at(
                 field,
                 format!("mirror must differ from primary (both are {m}{origin})"),
@@ -50,7 +59,7 @@ pub(super) fn route(
         .as_ref()
         .and_then(|x| ctx.boolean(x))
         .unwrap_or(false);
-    if let (true, Some(field)) = (compare && mirror.is_none(), &compare_field) {
+    if let (true, Some(None), Some(field)) = (compare, mirror_checked, &compare_field) {
         ctx.error_at(
             field,
             format!(
@@ -70,13 +79,25 @@ pub(super) fn mirror(ctx: &mut Ctx<'_>, top: &Fields<'_>) -> MirrorSettings {
     let f = top.child(
         ctx,
         "mirror",
-        &["mode", "queue", "on_overflow", "on_mirror_error", "read_your_writes_wait"],
+        &[
+            "mode",
+            "queue",
+            "on_overflow",
+            "on_mirror_error",
+            "read_your_writes_wait",
+        ],
     );
     let mut m = MirrorSettings::default();
-    if let Some(v) = f.get("mode").and_then(|x| ctx.choice(&x, MirrorMode::CHOICES)) {
+    if let Some(v) = f
+        .get("mode")
+        .and_then(|x| ctx.choice(&x, MirrorMode::CHOICES))
+    {
         m.mode = v;
     }
-    if let Some(v) = f.get("queue").and_then(|x| ctx.integer(&x, 1, u32::MAX.into())) {
+    if let Some(v) = f
+        .get("queue")
+        .and_then(|x| ctx.integer(&x, 1, u32::MAX.into()))
+    {
         m.queue = usize::try_from(v).unwrap_or(usize::MAX);
     }
     if let Some(v) = f
@@ -104,7 +125,14 @@ pub(super) fn compare(ctx: &mut Ctx<'_>, top: &Fields<'_>) -> CompareSettings {
     let f = top.child(
         ctx,
         "compare",
-        &["sample", "ignore_columns", "float_tolerance", "log", "redact_literals", "log_values"],
+        &[
+            "sample",
+            "ignore_columns",
+            "float_tolerance",
+            "log",
+            "redact_literals",
+            "log_values",
+        ],
     );
     let mut c = CompareSettings::default();
     if let Some(v) = f.get("sample").and_then(|x| ctx.integer(&x, 0, 100)) {

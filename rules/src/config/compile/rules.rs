@@ -5,13 +5,15 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::config::backend::BackendId;
 use crate::config::ident::TableName;
 use crate::config::kind::{Kind, KindSet};
-use crate::config::model::BackendId;
 use crate::config::reader::{Ctx, Field, Fields};
 use crate::config::rule::{Match, Rule, Sticky};
 
-const RULE_KEYS: &[&str] = &["name", "match", "percent", "sticky", "primary", "mirror", "compare"];
+const RULE_KEYS: &[&str] = &[
+    "name", "match", "percent", "sticky", "primary", "mirror", "compare",
+];
 const MATCH_KEYS: &[&str] = &[
     "kind",
     "tables",
@@ -27,7 +29,10 @@ pub(super) fn rules(ctx: &mut Ctx<'_>, top: &Fields<'_>, default_primary: Backen
         return Vec::new();
     };
     if field.node.scalar_text().is_some() {
-        ctx.error_at(&field, format!("expected a list of rules, found {}", field.node.kind_name()));
+        ctx.error_at(
+            &field,
+            format!("expected a list of rules, found {}", field.node.kind_name()),
+        );
         return Vec::new();
     }
     let mut seen: HashMap<String, String> = HashMap::new();
@@ -50,7 +55,10 @@ fn rule(
     let name = f.require(ctx, "name").and_then(|x| {
         let name = ctx.nonempty_text(&x)?;
         if let Some(first) = seen.insert(name.clone(), x.path.as_str().to_owned()) {
-            ctx.error_at(&x, format!("duplicate rule name \"{name}\" (also at {first})"));
+            ctx.error_at(
+                &x,
+                format!("duplicate rule name \"{name}\" (also at {first})"),
+            );
         }
         Some(name)
     });
@@ -109,7 +117,9 @@ fn matcher(ctx: &mut Ctx<'_>, rule: &Fields<'_>) -> Match {
                 Some(net) => m.client_addr.push(net),
                 None => ctx.error_at(
                     &item,
-                    format!("invalid CIDR \"{text}\": expected e.g. 10.0.0.0/8, 192.168.1.7 or ::1/128"),
+                    format!(
+                        "invalid CIDR \"{text}\": expected e.g. 10.0.0.0/8, 192.168.1.7 or ::1/128"
+                    ),
                 ),
             }
         }
@@ -123,7 +133,10 @@ fn nonempty_list<'n>(ctx: &mut Ctx<'_>, f: &Fields<'n>, key: &str) -> Option<Vec
     let field = f.get(key)?;
     let items = ctx.list(&field);
     if items.is_empty() && field.node.scalar_text().is_none() {
-        ctx.error_at(&field, "an empty list matches nothing: remove the key to match anything");
+        ctx.error_at(
+            &field,
+            "an empty list matches nothing: remove the key to match anything",
+        );
         return None;
     }
     Some(items)
@@ -153,7 +166,10 @@ mod tests {
     #[test]
     fn nets() {
         assert_eq!(parse_net("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!(parse_net("192.168.1.7").unwrap().to_string(), "192.168.1.7/32");
+        assert_eq!(
+            parse_net("192.168.1.7").unwrap().to_string(),
+            "192.168.1.7/32"
+        );
         assert_eq!(parse_net("::1").unwrap().to_string(), "::1/128");
         assert!(parse_net("10.0.0.0/33").is_none());
         assert!(parse_net("bogus").is_none());

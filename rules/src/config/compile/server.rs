@@ -18,7 +18,9 @@ pub(super) fn listen(ctx: &mut Ctx<'_>, top: &Fields<'_>) -> ListenAddr {
 
 pub(super) fn listen_addr(ctx: &mut Ctx<'_>, field: &Field<'_>) -> Option<ListenAddr> {
     let text = ctx.expanded(field)?;
-    parse_listen(text.trim()).map_err(|e| ctx.error_at(field, e)).ok()
+    parse_listen(text.trim())
+        .map_err(|e| ctx.error_at(field, e))
+        .ok()
 }
 
 fn parse_listen(s: &str) -> Result<ListenAddr, String> {
@@ -55,8 +57,12 @@ fn parse_listen(s: &str) -> Result<ListenAddr, String> {
 pub(super) fn tls(ctx: &mut Ctx<'_>, top: &Fields<'_>) -> Option<TlsFiles> {
     top.get("tls")?;
     let tls = top.child(ctx, "tls", &["cert", "key"]);
-    let cert = tls.require(ctx, "cert").and_then(|f| ctx.expanded_nonempty(&f));
-    let key = tls.require(ctx, "key").and_then(|f| ctx.expanded_nonempty(&f));
+    let cert = tls
+        .require(ctx, "cert")
+        .and_then(|f| ctx.expanded_nonempty(&f));
+    let key = tls
+        .require(ctx, "key")
+        .and_then(|f| ctx.expanded_nonempty(&f));
     Some(TlsFiles {
         cert: PathBuf::from(cert?),
         key: PathBuf::from(key?),
@@ -67,7 +73,12 @@ pub(super) fn limits(ctx: &mut Ctx<'_>, top: &Fields<'_>) -> Limits {
     let f = top.child(
         ctx,
         "limits",
-        &["max_clients", "startup_timeout", "max_message_size", "shutdown_grace"],
+        &[
+            "max_clients",
+            "startup_timeout",
+            "max_message_size",
+            "shutdown_grace",
+        ],
     );
     let mut limits = Limits::default();
     if let Some(n) = f
@@ -89,9 +100,10 @@ pub(super) fn limits(ctx: &mut Ctx<'_>, top: &Fields<'_>) -> Limits {
         const MIN: u64 = 1 << 10;
         const MAX: u64 = i32::MAX as u64;
         match ctx.size(&field) {
-            Some(n) if !(MIN..=MAX).contains(&n) => {
-                ctx.error_at(&field, "must be between 1KiB and 2GiB-1 (the protocol's limit)")
-            }
+            Some(n) if !(MIN..=MAX).contains(&n) => ctx.error_at(
+                &field,
+                "must be between 1KiB and 2GiB-1 (the protocol's limit)",
+            ),
             Some(n) => match usize::try_from(n) {
                 Ok(n) => limits.max_message_size = n,
                 Err(_) => ctx.error_at(&field, "too large for this platform"),
@@ -116,7 +128,10 @@ pub(super) fn telemetry(ctx: &mut Ctx<'_>, top: &Fields<'_>) -> Telemetry {
             if rest.is_some_and(|r| !r.is_empty()) {
                 telemetry.otlp_endpoint = Some(url);
             } else {
-                ctx.error_at(&field, "expected an http:// or https:// URL, e.g. http://127.0.0.1:4317");
+                ctx.error_at(
+                    &field,
+                    "expected an http:// or https:// URL, e.g. http://127.0.0.1:4317",
+                );
             }
         }
     }
@@ -136,13 +151,28 @@ mod tests {
     #[test]
     fn listen_forms() {
         let a = parse_listen("127.0.0.1:6432").unwrap();
-        assert_eq!(a.socket_addr().map(|s| s.to_string()).as_deref(), Some("127.0.0.1:6432"));
+        assert_eq!(
+            a.socket_addr().map(|s| s.to_string()).as_deref(),
+            Some("127.0.0.1:6432")
+        );
         let a = parse_listen("[::1]:6432").unwrap();
         assert_eq!(a.host, "::1");
         assert_eq!(a.to_string(), "[::1]:6432");
         let a = parse_listen("localhost:0").unwrap();
-        assert_eq!((a.host.as_str(), a.port, a.socket_addr()), ("localhost", 0, None));
-        for bad in ["6432", ":6432", "::1:6432", "[::1]", "host:port", "a b:1", "h:70000", "[zz]:1"] {
+        assert_eq!(
+            (a.host.as_str(), a.port, a.socket_addr()),
+            ("localhost", 0, None)
+        );
+        for bad in [
+            "6432",
+            ":6432",
+            "::1:6432",
+            "[::1]",
+            "host:port",
+            "a b:1",
+            "h:70000",
+            "[zz]:1",
+        ] {
             assert!(parse_listen(bad).is_err(), "{bad}");
         }
     }

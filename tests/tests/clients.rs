@@ -1,0 +1,159 @@
+//! Real client programs through pgshift: psql and pgbench in every -M mode.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use pgshift_tests::{fresh_db, old_and_new, proxy_with, APP_PASSWORD};
+
+/// A client program from the Postgres installation the clusters use.
+fn pg_program(name: &str) -> PathBuf {
+    let in_bin = old_and_new().old.bin_dir().join(name);
+    if in_bin.exists() {
+        in_bin
+    } else {
+        PathBuf::from(name)
+    }
+}
+
+/// Runs a client program off the runtime thread: the proxy under test
+/// shares the test's runtime, so a blocking wait here would starve it.
+async fn run_async(mut cmd: Command) -> String {
+    tokio::task::spawn_blocking(move || run(&mut cmd))
+        .await
+        .unwrap()
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .env("PGPASSWORD", APP_PASSWORD)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    format!("{stdout}{stderr}")
+}
+
+#[tokio::test]
+async fn psql_runs_a_multi_statement_script() {
+    let db = fresh_db("psql");
+    let proxy = proxy_with(&db, "").await;
+    let script = "CREATE TABLE items (id int PRIMARY KEY, name text);
+BEGIN;
+INSERT INTO items VALUES (1, 'one'), (2, 'two');
+UPDATE items SET name = upper(name) WHERE id = 2;
+COMMIT;
+SELECT 'rows=' || count(*) FROM items; SELECT 'two=' || name FROM items WHERE id = 2;
+COPY items FROM STDIN;
+3\tthree
+4\tfour
+\\.
+\\copy (SELECT id FROM items ORDER BY id) TO STDOUT
+SELECT 'total=' || count(*) FROM items;
+";
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), script).unwrap();
+    let mut cmd = Command::new(pg_program("psql"));
+    cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f"])
+        .arg(file.path())
+        .arg(proxy.conninfo());
+    let out = run_async(cmd).await;
+    assert!(out.contains("rows=2"), "{out}");
+    assert!(out.contains("two=TWO"), "{out}");
+    assert!(out.contains("1\n2\n3\n4\n"), "{out}");
+    assert!(out.contains("total=4"), "{out}");
+}
+
+#[tokio::test]
+async fn psql_single_transaction_with_error_rolls_back() {
+    let db = fresh_db("psql_err");
+    let proxy = proxy_with(&db, "").await;
+    let mut cmd = Command::new(pg_program("psql"));
+    cmd.env("PGPASSWORD", APP_PASSWORD)
+        .args([
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-1",
+            "-c",
+            "CREATE TABLE z (i int)",
+            "-c",
+            "SELECT 1/0",
+        ])
+        .arg(proxy.conninfo());
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("division by zero"));
+    let c = proxy.client().await;
+    let exists: bool = c
+        .query_one("SELECT to_regclass('z') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!exists, "the -1 transaction rolled back");
+}
+
+fn failed_transactions(out: &str) -> Option<u64> {
+    out.lines()
+        .find_map(|l| l.strip_prefix("number of failed transactions: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+fn processed(out: &str) -> (u64, u64) {
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .unwrap_or_else(|| panic!("no processed line in:\n{out}"));
+    let (done, want) = line.split_once('/').unwrap();
+    (done.trim().parse().unwrap(), want.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn pgbench_in_every_protocol_mode() {
+    let db = fresh_db("pgbench");
+    let proxy = proxy_with(&db, "").await;
+    let conn = proxy.conninfo();
+    let pgbench = pg_program("pgbench");
+    let init = tokio::task::spawn_blocking({
+        let (pgbench, conn) = (pgbench.clone(), conn.clone());
+        move || {
+            run(Command::new(pgbench)
+                .args(["-i", "-s", "1", "-q"])
+                .arg(conn))
+        }
+    })
+    .await
+    .unwrap();
+    assert!(init.contains("done"), "{init}");
+    for mode in ["simple", "extended", "prepared"] {
+        let out = tokio::task::spawn_blocking({
+            let (pgbench, conn) = (pgbench.clone(), conn.clone());
+            move || {
+                run(Command::new(pgbench)
+                    .args(["-n", "-M", mode, "-c", "4", "-j", "2", "-t", "150"])
+                    .arg(conn))
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(processed(&out), (600, 600), "-M {mode}:\n{out}");
+        if let Some(failed) = failed_transactions(&out) {
+            assert_eq!(failed, 0, "-M {mode}:\n{out}");
+        }
+    }
+    // TPC-B wrote through the proxy to OLD only.
+    let c = proxy.client().await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM pgbench_history", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1800);
+}
