@@ -73,7 +73,9 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
-    if [[ $rc -ne 0 && -n $DIR && -d $DIR ]]; then
+    if [[ $rc -eq 130 || $rc -eq 143 ]]; then
+        log "stopping everything and removing ${DIR:-the temp dir}"
+    elif [[ $rc -ne 0 && -n $DIR && -d $DIR ]]; then
         log "failed (exit $rc); log tails follow"
         tail_logs
     fi
@@ -105,10 +107,14 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT
 trap 'log "terminated"; exit 143' TERM
 
-# Runs a command in the background and waits for it, so INT/TERM reach the
-# trap at once instead of after the command finishes.
+# run_waited OUT CMD...: runs CMD with its output in OUT, in the background,
+# and waits for it, so INT/TERM reach the trap at once instead of after the
+# command finishes. (The redirection is on the command, not on this function:
+# redirecting a function call would redirect the trap's messages too.)
 run_waited() {
-    "$@" &
+    local out=$1
+    shift
+    "$@" >"$out" 2>&1 &
     CUR_PID=$!
     local rc=0
     wait "$CUR_PID" || rc=$?
@@ -241,7 +247,7 @@ PG_STARTED=1
     -c "CREATE DATABASE app OWNER app" \
     -c "CREATE DATABASE app_new OWNER app" >/dev/null
 log "pgbench -i -s $SCALE"
-run_waited "$PGBENCH" -i -q -s "$SCALE" -p "$PG_PORT" >"$DIR/pgbench-init.log" 2>&1 ||
+run_waited "$DIR/pgbench-init.log" "$PGBENCH" -i -q -s "$SCALE" -p "$PG_PORT" ||
     { cat "$DIR/pgbench-init.log" >&2; die "pgbench -i failed"; }
 "$PSQL" -X -q -h "$DIR" -p "$PG_PORT" -U postgres -d app -c "VACUUM ANALYZE" >/dev/null
 
@@ -336,7 +342,7 @@ host_cpu() { awk '/^cpu /{print $2+$3, $4+$7+$8, $5+$6, $9}' /proc/stat; }
 # median of the numbers on stdin (words that are not numbers, e.g. NA, are skipped).
 median() {
     tr ' ' '\n' | awk '/^[0-9.]+$/' | sort -g |
-        awk '{v[NR] = $1} END {if (NR == 0) print "NA"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+        awk '{v[NR] = $1} END {if (NR == 0) print "NA"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a=="NA" || b=="NA" || b+0==0) print "  n/a"; else printf "%5.3f", a/b}'; }
 
@@ -350,8 +356,8 @@ bench() {
     local c0 h0 c1 h1
     c0=$(proc_cpu "$pid")
     h0=$(host_cpu)
-    run_waited "$PGBENCH" -n -S -M "$mode" -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
-        -p "${PORT[$t]}" >"$out" 2>&1 || rc=$?
+    run_waited "$out" "$PGBENCH" -n -S -M "$mode" -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
+        -p "${PORT[$t]}" || rc=$?
     c1=$(proc_cpu "$pid")
     h1=$(host_cpu)
     local tps
@@ -363,6 +369,7 @@ bench() {
         [[ $t != pgshift ]] || { echo "---- pgshift.log tail ----" >&2; tail -n 20 "$DIR/pgshift.log" >&2; }
         [[ -n $tps ]] || tps=NA
     fi
+    [[ $tps == NA ]] || tps=$(printf '%.0f' "$tps")
     TPS[$t/$mode]+="$tps "
     # CPU of the proxy process per transaction, and host CPU use.
     local stats
@@ -390,12 +397,13 @@ bench() {
 }
 
 # ---------------------------------------------------------------- runs
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 total=$((ROUNDS * ${#TARGETS[@]} * $(wc -w <<<"$MODES") * DURATION + ${#TARGETS[@]} * (DURATION + WARMUP)))
 log "measuring: about $((total / 60)) min $((total % 60)) s of pgbench"
 if [[ $WARMUP -gt 0 ]]; then
     for t in "${TARGETS[@]}"; do
-        run_waited "$PGBENCH" -n -S -M extended -c "$CLIENTS" -j "$THREADS" -T "$WARMUP" \
-            -p "${PORT[$t]}" >"$DIR/warmup-$t.txt" 2>&1 || { cat "$DIR/warmup-$t.txt" >&2; die "$t: warm-up failed"; }
+        run_waited "$DIR/warmup-$t.txt" "$PGBENCH" -n -S -M extended -c "$CLIENTS" -j "$THREADS" -T "$WARMUP" \
+            -p "${PORT[$t]}" || { cat "$DIR/warmup-$t.txt" >&2; die "$t: warm-up failed"; }
     done
 fi
 
@@ -415,8 +423,8 @@ done
 declare -A P50=() P99=() PMEAN=() NTX=()
 for t in "${TARGETS[@]}"; do
     rm -f "$DIR"/lat-"$t".*
-    run_waited "$PGBENCH" -n -S -M extended -c 1 -j 1 -T "$DURATION" -l --log-prefix="$DIR/lat-$t" \
-        -p "${PORT[$t]}" >"$DIR/lat-run-$t.txt" 2>&1 || { cat "$DIR/lat-run-$t.txt" >&2; die "$t: latency run failed"; }
+    run_waited "$DIR/lat-run-$t.txt" "$PGBENCH" -n -S -M extended -c 1 -j 1 -T "$DURATION" -l \
+        --log-prefix="$DIR/lat-$t" -p "${PORT[$t]}" || { cat "$DIR/lat-run-$t.txt" >&2; die "$t: latency run failed"; }
     read -r n p50 p99 mean < <(cat "$DIR"/lat-"$t".* | awk '{print $3}' | sort -n | awk '
         {v[NR] = $1; s += $1}
         END {
@@ -443,6 +451,7 @@ echo "==========================================================================
 echo " pgshift pass-through benchmark"
 echo "=================================================================================="
 echo " machine   : $(nproc) CPUs ($cpu_model), $(uname -sr), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM"
+echo " load avg  : $LOAD0 before the runs, $(cut -d' ' -f1-3 /proc/loadavg) after (other work on the machine skews results)"
 echo " postgres  : $pg_version (fsync=off, max_connections=200, scram-sha-256 over TCP)"
 echo " pgbouncer : $bouncer_version (pool_mode=session, auth_type=scram-sha-256, default_pool_size=20)"
 echo " pgshift   : $shift_version, git $git_rev$git_dirty, $shift_threads threads, RUST_LOG=${RUST_LOG:-warn}"

@@ -116,3 +116,30 @@ pub async fn try_connect(url: &str) -> Result<tokio_postgres::Client, tokio_post
 
 mod proxy;
 pub use proxy::{base_yaml, proxy_with, proxy_with_yaml, TestProxy, SCRAM_AUTH};
+
+/// The built `pgshift` binary: `$PGSHIFT_BIN`, else next to this test
+/// executable's profile directory (built on demand when missing).
+pub fn pgshift_bin() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("PGSHIFT_BIN") {
+        return p.into();
+    }
+    static BUILT: OnceLock<std::path::PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test executable path");
+            // target/<profile>/deps/<test> -> target/<profile>/pgshift
+            let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target layout");
+            let bin = profile_dir.join("pgshift");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = std::process::Command::new(cargo);
+            cmd.args(["build", "-p", "pgshift", "--bin", "pgshift"]);
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("running cargo build");
+            assert!(status.success(), "cargo build -p pgshift failed");
+            assert!(bin.exists(), "{} missing after build", bin.display());
+            bin
+        })
+        .clone()
+}

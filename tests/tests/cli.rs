@@ -1,0 +1,122 @@
+//! The `pgshift` binary: subcommands, exit codes, signals.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pgshift_tests::{base_yaml, fresh_db, pgshift_bin, SCRAM_AUTH};
+
+fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+#[test]
+fn help_on_every_subcommand() {
+    for args in [&["--help"][..], &["run", "--help"], &["check", "--help"], &["demo", "--help"]] {
+        let out = Command::new(pgshift_bin()).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
+    }
+}
+
+#[test]
+fn check_prints_the_compiled_config() {
+    let f = config_file(
+        "backends:
+  old: { url: \"postgres://app:s3cret@10.0.0.1:5432/app\" }
+  new: { url: \"postgres://app@10.0.0.2/app\", tls: require }
+auth: { method: scram-sha-256, users: [ { name: app, password: hunter2 } ] }
+rules:
+  - name: reads-to-new
+    match: { kind: [read], tables: [users] }
+    percent: 10
+    primary: new
+    mirror: old
+    compare: true
+",
+    );
+    let out = Command::new(pgshift_bin()).args(["check", "--config"]).arg(f.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("reads-to-new"), "{stdout}");
+    assert!(stdout.contains("10.0.0.2"), "{stdout}");
+    assert!(!stdout.contains("s3cret") && !stdout.contains("hunter2"), "secrets never printed:\n{stdout}");
+}
+
+#[test]
+fn check_lists_every_error_and_exits_1() {
+    let f = config_file(
+        "listen: nonsense
+backends:
+  old: { url: \"mysql://x\" }
+  new: { url: \"postgres://app@h/app\" }
+rules:
+  - name: r
+    match: { sql: \"(unclosed\" }
+    percent: 150
+",
+    );
+    let out = Command::new(pgshift_bin()).args(["check", "--config"]).arg(f.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for path in ["listen", "backends.old.url", "rules[0].match.sql", "rules[0].percent"] {
+        assert!(stderr.contains(path), "{path} missing in:\n{stderr}");
+    }
+}
+
+#[test]
+fn missing_file_is_a_runtime_error() {
+    let out = Command::new(pgshift_bin()).args(["run", "--config", "/nonexistent/pgshift.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(pgshift_bin()).args(["check", "--config", "/nonexistent/pgshift.yaml"]).output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn run_serves_and_exits_cleanly_on_sigterm() {
+    let db = fresh_db("cli_run");
+    // A fixed free port: the binary prints its address only in logs.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let yaml = base_yaml(&db).replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
+    let f = config_file(&format!("{yaml}{SCRAM_AUTH}telemetry: {{ log_format: json }}\n"));
+    let mut child = Command::new(pgshift_bin())
+        .args(["--config"])
+        .arg(f.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("postgres://app:app-secret@127.0.0.1:{port}/{db}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let client = loop {
+        match pgshift_tests::try_connect(&url).await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "pgshift did not come up: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || {
+        let status = child.wait().unwrap();
+        let mut log = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+        (status, log)
+    });
+    let (status, log) = tokio::time::timeout(Duration::from_secs(10), status).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.lines().any(|l| l.starts_with('{') && l.contains("shutdown complete")), "JSON logs:\n{log}");
+}
+
+#[test]
+fn demo_runs_unattended() {
+    let out = Command::new(pgshift_bin()).args(["demo", "--yes"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("SELECT count(*) FROM users        -> 100"), "{stdout}");
+    assert!(stdout.contains("(OLD)"), "{stdout}");
+}
