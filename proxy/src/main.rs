@@ -73,7 +73,11 @@ fn check(path: &std::path::Path) -> ExitCode {
     match config_file::load(path) {
         Ok(config) => {
             println!("{} is valid.\n", path.display());
-            print!("{}", config.describe());
+            let text = config.describe();
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -128,7 +128,10 @@ pub fn pgshift_bin() -> std::path::PathBuf {
         .get_or_init(|| {
             let exe = std::env::current_exe().expect("test executable path");
             // target/<profile>/deps/<test> -> target/<profile>/pgshift
-            let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target layout");
+            let profile_dir = exe
+                .parent()
+                .and_then(|d| d.parent())
+                .expect("target layout");
             let bin = profile_dir.join("pgshift");
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = std::process::Command::new(cargo);

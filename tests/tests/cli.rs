@@ -14,10 +14,18 @@ fn config_file(text: &str) -> tempfile::NamedTempFile {
 
 #[test]
 fn help_on_every_subcommand() {
-    for args in [&["--help"][..], &["run", "--help"], &["check", "--help"], &["demo", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["check", "--help"],
+        &["demo", "--help"],
+    ] {
         let out = Command::new(pgshift_bin()).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{args:?}"
+        );
     }
 }
 
@@ -37,12 +45,24 @@ rules:
     compare: true
 ",
     );
-    let out = Command::new(pgshift_bin()).args(["check", "--config"]).arg(f.path()).output().unwrap();
+    let out = Command::new(pgshift_bin())
+        .args(["check", "--config"])
+        .arg(f.path())
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("reads-to-new"), "{stdout}");
     assert!(stdout.contains("10.0.0.2"), "{stdout}");
-    assert!(!stdout.contains("s3cret") && !stdout.contains("hunter2"), "secrets never printed:\n{stdout}");
+    assert!(
+        !stdout.contains("s3cret") && !stdout.contains("hunter2"),
+        "secrets never printed:\n{stdout}"
+    );
 }
 
 #[test]
@@ -58,19 +78,34 @@ rules:
     percent: 150
 ",
     );
-    let out = Command::new(pgshift_bin()).args(["check", "--config"]).arg(f.path()).output().unwrap();
+    let out = Command::new(pgshift_bin())
+        .args(["check", "--config"])
+        .arg(f.path())
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    for path in ["listen", "backends.old.url", "rules[0].match.sql", "rules[0].percent"] {
+    for path in [
+        "listen",
+        "backends.old.url",
+        "rules[0].match.sql",
+        "rules[0].percent",
+    ] {
         assert!(stderr.contains(path), "{path} missing in:\n{stderr}");
     }
 }
 
 #[test]
 fn missing_file_is_a_runtime_error() {
-    let out = Command::new(pgshift_bin()).args(["run", "--config", "/nonexistent/pgshift.yaml"]).output().unwrap();
+    let out = Command::new(pgshift_bin())
+        .args(["run", "--config", "/nonexistent/pgshift.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = Command::new(pgshift_bin()).args(["check", "--config", "/nonexistent/pgshift.yaml"]).output().unwrap();
+    let out = Command::new(pgshift_bin())
+        .args(["check", "--config", "/nonexistent/pgshift.yaml"])
+        .output()
+        .unwrap();
     assert_ne!(out.status.code(), Some(0));
 }
 
@@ -78,9 +113,15 @@ fn missing_file_is_a_runtime_error() {
 async fn run_serves_and_exits_cleanly_on_sigterm() {
     let db = fresh_db("cli_run");
     // A fixed free port: the binary prints its address only in logs.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let yaml = base_yaml(&db).replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
-    let f = config_file(&format!("{yaml}{SCRAM_AUTH}telemetry: {{ log_format: json }}\n"));
+    let f = config_file(&format!(
+        "{yaml}{SCRAM_AUTH}telemetry: {{ log_format: json }}\n"
+    ));
     let mut child = Command::new(pgshift_bin())
         .args(["--config"])
         .arg(f.path())
@@ -107,16 +148,55 @@ async fn run_serves_and_exits_cleanly_on_sigterm() {
         std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
         (status, log)
     });
-    let (status, log) = tokio::time::timeout(Duration::from_secs(10), status).await.unwrap().unwrap();
+    let (status, log) = tokio::time::timeout(Duration::from_secs(10), status)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.code(), Some(0), "{log}");
-    assert!(log.lines().any(|l| l.starts_with('{') && l.contains("shutdown complete")), "JSON logs:\n{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with('{') && l.contains("shutdown complete")),
+        "JSON logs:\n{log}"
+    );
 }
 
 #[test]
 fn demo_runs_unattended() {
-    let out = Command::new(pgshift_bin()).args(["demo", "--yes"]).output().unwrap();
+    let out = Command::new(pgshift_bin())
+        .args(["demo", "--yes"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("SELECT count(*) FROM users        -> 100"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("SELECT count(*) FROM users        -> 100"),
+        "{stdout}"
+    );
     assert!(stdout.contains("(OLD)"), "{stdout}");
+}
+
+#[test]
+fn shipped_example_configs_are_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    for file in ["examples/compose/pgshift.yaml", "examples/pgshift.yaml"] {
+        let out = Command::new(pgshift_bin())
+            .env("BACKEND_PASSWORD", "x")
+            .env("APP_PASSWORD", "y")
+            .env("OLD_PASSWORD", "z")
+            .args(["check", "--config"])
+            .arg(root.join(file))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -22,23 +22,44 @@ async fn drain_lets_open_transactions_finish() {
     let proxy = proxy_with(&db, "limits: { shutdown_grace: 10s }\n").await;
     let busy = proxy.client().await;
     let idle = proxy.client().await;
-    busy.batch_execute("CREATE TABLE t (i int); BEGIN; INSERT INTO t VALUES (1)").await.unwrap();
+    busy.batch_execute("CREATE TABLE t (i int); BEGIN; INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
 
     proxy.inner().begin_shutdown();
-    assert!(wait_closed(&idle, Duration::from_secs(3)).await, "idle session closed at once");
+    assert!(
+        wait_closed(&idle, Duration::from_secs(3)).await,
+        "idle session closed at once"
+    );
     // No new sessions.
-    let refused = tokio::time::timeout(Duration::from_secs(3), pgshift_tests::try_connect(&proxy.url())).await;
-    assert!(matches!(refused, Ok(Err(_))), "new connections are refused while draining");
+    let refused = tokio::time::timeout(
+        Duration::from_secs(3),
+        pgshift_tests::try_connect(&proxy.url()),
+    )
+    .await;
+    assert!(
+        matches!(refused, Ok(Err(_))),
+        "new connections are refused while draining"
+    );
     // The open transaction goes on and commits.
-    busy.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
+    busy.batch_execute("INSERT INTO t VALUES (2)")
+        .await
+        .unwrap();
     busy.batch_execute("COMMIT").await.unwrap();
-    assert!(wait_closed(&busy, Duration::from_secs(3)).await, "closed once idle");
+    assert!(
+        wait_closed(&busy, Duration::from_secs(3)).await,
+        "closed once idle"
+    );
 
     let started = Instant::now();
     proxy.shutdown().await;
     assert!(started.elapsed() < Duration::from_secs(3));
     let direct = pgshift_tests::connect(&url_old(&db)).await;
-    let n: i64 = direct.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    let n: i64 = direct
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 2, "both inserts committed");
 }
 
@@ -52,7 +73,10 @@ async fn grace_period_ends_stuck_sessions() {
     proxy.inner().begin_shutdown();
     assert!(wait_closed(&stuck, Duration::from_secs(5)).await);
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(4), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
     proxy.shutdown().await;
 }
 
@@ -74,7 +98,10 @@ async fn backend_sessions_end_with_their_clients() {
     drop(clients);
     let deadline = Instant::now() + Duration::from_secs(5);
     while count().await > 0 {
-        assert!(Instant::now() < deadline, "backend sessions outlived their clients");
+        assert!(
+            Instant::now() < deadline,
+            "backend sessions outlived their clients"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -5,10 +5,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-use pgshift_tests::{fresh_db, old_and_new, proxy_with, proxy_with_yaml, SCRAM_AUTH, APP_PASSWORD};
+use pgshift_tests::{fresh_db, old_and_new, proxy_with, proxy_with_yaml, APP_PASSWORD, SCRAM_AUTH};
 
 fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
     let cert = dir.join("server.crt");
     let key = dir.join("server.key");
     std::fs::write(&cert, ck.cert.pem()).unwrap();
@@ -19,7 +21,11 @@ fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 async fn psql(args: Vec<String>) -> std::process::Output {
     let psql = old_and_new().old.bin_dir().join("psql");
     tokio::task::spawn_blocking(move || {
-        Command::new(psql).env("PGPASSWORD", APP_PASSWORD).args(args).output().unwrap()
+        Command::new(psql)
+            .env("PGPASSWORD", APP_PASSWORD)
+            .args(args)
+            .output()
+            .unwrap()
     })
     .await
     .unwrap()
@@ -30,30 +36,70 @@ async fn clients_get_tls_when_configured() {
     let db = fresh_db("client_tls");
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(dir.path());
-    let proxy = proxy_with(&db, &format!("tls: {{ cert: \"{}\", key: \"{}\" }}\n", cert.display(), key.display())).await;
+    let proxy = proxy_with(
+        &db,
+        &format!(
+            "tls: {{ cert: \"{}\", key: \"{}\" }}\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .await;
     let port = proxy.addr.port();
     for mode in [
         "sslmode=require".to_owned(),
-        format!("sslmode=verify-full sslrootcert={} host=localhost hostaddr=127.0.0.1", cert.display()),
+        format!(
+            "sslmode=verify-full sslrootcert={} host=localhost hostaddr=127.0.0.1",
+            cert.display()
+        ),
     ] {
         let conn = format!("host=127.0.0.1 port={port} user=app dbname={db} {mode}");
-        let out = psql(vec!["-X".into(), "-A".into(), "-t".into(), "-c".into(), "\\conninfo".into(), "-c".into(), "SELECT 'ok'".into(), conn]).await;
+        let out = psql(vec![
+            "-X".into(),
+            "-A".into(),
+            "-t".into(),
+            "-c".into(),
+            "\\conninfo".into(),
+            "-c".into(),
+            "SELECT 'ok'".into(),
+            conn,
+        ])
+        .await;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.contains("SSL connection"), "{mode}: {stdout}");
         assert!(stdout.contains("ok"), "{stdout}");
     }
     // Plain connections are still served when the client does not ask.
     let conn = format!("host=127.0.0.1 port={port} user=app dbname={db} sslmode=disable");
-    let out = psql(vec!["-X".into(), "-A".into(), "-t".into(), "-c".into(), "SELECT 'plain'".into(), conn]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = psql(vec![
+        "-X".into(),
+        "-A".into(),
+        "-t".into(),
+        "-c".into(),
+        "SELECT 'plain'".into(),
+        conn,
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
 async fn clients_asking_for_tls_without_config_are_refused_or_downgraded() {
     let db = fresh_db("no_client_tls");
     let proxy = proxy_with(&db, "").await;
-    let conn = format!("host=127.0.0.1 port={} user=app dbname={db} sslmode=require", proxy.addr.port());
+    let conn = format!(
+        "host=127.0.0.1 port={} user=app dbname={db} sslmode=require",
+        proxy.addr.port()
+    );
     let out = psql(vec!["-X".into(), "-c".into(), "SELECT 1".into(), conn]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("server does not support SSL"));
@@ -70,8 +116,13 @@ fn enable_ssl_on_old() {
         for f in [&cert, &key] {
             std::os::unix::fs::chown(f, Some(meta.uid()), Some(meta.gid())).unwrap();
         }
-        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-        old.psql("postgres", "ALTER SYSTEM SET ssl = on; SELECT pg_reload_conf();").unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        old.psql(
+            "postgres",
+            "ALTER SYSTEM SET ssl = on; SELECT pg_reload_conf();",
+        )
+        .unwrap();
         // The reload is asynchronous; wait until new sessions see it.
         for _ in 0..50 {
             if old.psql("postgres", "SHOW ssl").unwrap().trim() == "on" {
@@ -99,7 +150,12 @@ backends:
 
 async fn backend_ssl(url: &str) -> Result<bool, tokio_postgres::Error> {
     let c = pgshift_tests::try_connect(url).await?;
-    Ok(c.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await?.get(0))
+    Ok(c.query_one(
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        &[],
+    )
+    .await?
+    .get(0))
 }
 
 #[tokio::test]
@@ -108,14 +164,23 @@ async fn backend_tls_modes() {
     let db = fresh_db("backend_tls");
     for (mode, expect) in [("require", true), ("prefer", true), ("disable", false)] {
         let proxy = proxy_with_yaml(&db, &yaml(&db, mode, "disable", "old")).await;
-        assert_eq!(backend_ssl(&proxy.url()).await.unwrap(), expect, "old with tls: {mode}");
+        assert_eq!(
+            backend_ssl(&proxy.url()).await.unwrap(),
+            expect,
+            "old with tls: {mode}"
+        );
     }
     // NEW has no SSL: prefer falls back to plain, require refuses.
     let proxy = proxy_with_yaml(&db, &yaml(&db, "disable", "prefer", "new")).await;
     assert!(!backend_ssl(&proxy.url()).await.unwrap());
     let proxy = proxy_with_yaml(&db, &yaml(&db, "disable", "require", "new")).await;
-    let err = backend_ssl(&proxy.url()).await.expect_err("require against a plain server fails");
-    let msg = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_else(|| err.to_string());
+    let err = backend_ssl(&proxy.url())
+        .await
+        .expect_err("require against a plain server fails");
+    let msg = err
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_else(|| err.to_string());
     assert!(msg.contains("refused TLS"), "{msg}");
 }
 
@@ -126,9 +191,17 @@ async fn cancel_reaches_a_tls_backend() {
     let proxy = proxy_with_yaml(&db, &yaml(&db, "require", "disable", "old")).await;
     let c = proxy.client().await;
     let token = c.cancel_token();
-    let sleeper = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
+    let sleeper =
+        tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-    let err = tokio::time::timeout(std::time::Duration::from_secs(10), sleeper).await.unwrap().unwrap().unwrap_err();
-    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED));
+    let err = tokio::time::timeout(std::time::Duration::from_secs(10), sleeper)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+    );
 }
