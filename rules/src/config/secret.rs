@@ -87,7 +87,7 @@ fn scram_shape_ok(body: &str) -> bool {
 /// Decoded length of padded standard base64, or None if it is not base64.
 fn base64_len(s: &str) -> Option<usize> {
     let bytes = s.as_bytes();
-    if bytes.is_empty() || bytes.len() % 4 != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
         return None;
     }
     let body = s.trim_end_matches('=');

@@ -109,7 +109,7 @@ pub(crate) fn format_duration(d: Duration) -> String {
         ("ms", 1_000_000),
         ("us", 1_000),
     ] {
-        if nanos % per == 0 {
+        if nanos.is_multiple_of(per) {
             return format!("{}{unit}", nanos / per);
         }
     }
@@ -162,7 +162,7 @@ pub(crate) fn format_size(bytes: u64) -> String {
         ("MiB", 1 << 20),
         ("KiB", 1 << 10),
     ] {
-        if bytes != 0 && bytes % per == 0 {
+        if bytes != 0 && bytes.is_multiple_of(per) {
             return format!("{}{unit}", bytes / per);
         }
     }
