@@ -103,12 +103,13 @@ fn run(path: &std::path::Path, log_format: Option<logging::Format>) -> ExitCode 
         pgshift_rules::config::LogFormat::Text => logging::Format::Text,
     });
     logging::init(format);
-    runtime_then(|| async move { serve(config).await })
+    let path = path.to_path_buf();
+    runtime_then(|| async move { serve(config, path).await })
 }
 
-async fn serve(config: pgshift_rules::config::Config) -> anyhow::Result<()> {
+async fn serve(config: pgshift_rules::config::Config, path: PathBuf) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let proxy = pgshift::start(config).await?;
+    let proxy = pgshift::server::start_with(config, Some(path)).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {

@@ -3,6 +3,7 @@
 //! unless the grace period runs out.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -40,13 +41,34 @@ impl Loaded {
     }
 }
 
+
+
 /// What every session shares.
 pub struct Shared {
     current: ArcSwap<Loaded>,
+    /// The file the configuration came from; `None` for configs built in
+    /// memory (tests, the demo), which can still be replaced with `install`.
+    pub config_path: Option<PathBuf>,
+    /// One reload at a time, so versions are handed out in order.
+    reload_lock: std::sync::Mutex<ReloadLog>,
     pub client_tls: Option<tokio_rustls::TlsAcceptor>,
     pub backend_tls: Option<tokio_rustls::TlsConnector>,
     pub cancels: Arc<CancelRegistry>,
 }
+
+/// What /status and metrics report about reloads.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadLog {
+    pub ok: u64,
+    pub failed: u64,
+    /// The reason the most recent failed reload gave, cleared by a success.
+    pub last_error: Option<String>,
+}
+
+/// A reload that changed nothing: every reason, one per line.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct ReloadError(pub String);
 
 impl Shared {
     /// The configuration in force now. Sessions take a snapshot at the
@@ -54,6 +76,74 @@ impl Shared {
     pub fn current(&self) -> Arc<Loaded> {
         self.current.load_full()
     }
+
+    pub fn reload_log(&self) -> ReloadLog {
+        self.reload_lock.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-reads `config_path` and installs it; on any error the running
+    /// configuration stays in force and the error is recorded.
+    pub fn reload_from_file(&self) -> Result<Arc<Loaded>, ReloadError> {
+        let Some(path) = &self.config_path else {
+            return Err(self.record_failure("no configuration file to reload".into()));
+        };
+        match crate::config_file::load(path) {
+            Ok(config) => self.install(config),
+            Err(e) => Err(self.record_failure(e.to_string())),
+        }
+    }
+
+    /// Installs a validated configuration as the next version. Settings
+    /// that only apply at start (listen, tls, max_clients) keep their old
+    /// values and a warning says so.
+    pub fn install(&self, config: Config) -> Result<Arc<Loaded>, ReloadError> {
+        let mut log = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.current.load_full();
+        for key in restart_only_changes(&old.config, &config) {
+            tracing::warn!(key, "changed in the configuration file; takes effect after a restart");
+        }
+        let loaded = match Loaded::new(old.version + 1, config) {
+            Ok(l) => Arc::new(l),
+            Err(e) => {
+                drop(log);
+                return Err(self.record_failure(format!("{e:#}")));
+            }
+        };
+        self.current.store(Arc::clone(&loaded));
+        log.ok += 1;
+        log.last_error = None;
+        tracing::info!(version = loaded.version, "configuration loaded");
+        Ok(loaded)
+    }
+
+    fn record_failure(&self, reason: String) -> ReloadError {
+        let mut log = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        log.failed += 1;
+        log.last_error = Some(reason.clone());
+        let version = self.current.load().version;
+        tracing::error!(version, "reload rejected, version {version} stays in force:\n{reason}");
+        ReloadError(reason)
+    }
+}
+
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old.listen != new.listen {
+        changed.push("listen");
+    }
+    if old.admin != new.admin {
+        changed.push("admin");
+    }
+    if old.tls != new.tls {
+        changed.push("tls");
+    }
+    if old.limits.max_clients != new.limits.max_clients {
+        changed.push("limits.max_clients");
+    }
+    if old.limits.shutdown_grace != new.limits.shutdown_grace {
+        changed.push("limits.shutdown_grace");
+    }
+    changed
 }
 
 /// The two steps of shutdown, as sessions see them.
@@ -75,6 +165,12 @@ pub struct Proxy {
 
 /// Binds the listener and starts serving in the background.
 pub async fn start(config: Config) -> anyhow::Result<Proxy> {
+    start_with(config, None).await
+}
+
+/// Like [`start`], remembering the file the config came from so it can be
+/// reloaded.
+pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Proxy> {
     let client_tls = match &config.tls {
         Some(files) => Some(crate::tls::acceptor(&files.cert, &files.key)?),
         None => None,
@@ -88,6 +184,8 @@ pub async fn start(config: Config) -> anyhow::Result<Proxy> {
     let grace = config.limits.shutdown_grace;
     let shared = Arc::new(Shared {
         current: ArcSwap::from_pointee(Loaded::new(1, config)?),
+        config_path,
+        reload_lock: std::sync::Mutex::new(ReloadLog::default()),
         client_tls,
         backend_tls,
         cancels: Arc::new(CancelRegistry::default()),

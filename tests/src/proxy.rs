@@ -96,3 +96,45 @@ pub async fn proxy_with_yaml(db: &str, yaml: &str) -> TestProxy {
         proxy: Some(proxy),
     }
 }
+
+/// Gives database `db` a table `whereami(side text)` holding 'old' on OLD
+/// and 'new' on NEW, so a query through the proxy can tell where it went.
+pub fn mark_sides(db: &str) {
+    let pair = old_and_new();
+    for (c, side) in [(&pair.old, "old"), (&pair.new, "new")] {
+        c.psql(
+            db,
+            &format!(
+                "CREATE TABLE whereami (side text); INSERT INTO whereami VALUES ('{side}');
+                 GRANT ALL ON whereami TO PUBLIC;"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("marking {side}: {e:#}"));
+    }
+}
+
+/// Which backend answered: reads `whereami` through `client`.
+pub async fn side(client: &tokio_postgres::Client) -> String {
+    client
+        .query_one("SELECT side FROM whereami", &[])
+        .await
+        .unwrap_or_else(|e| panic!("SELECT side FROM whereami: {e}"))
+        .get(0)
+}
+
+/// [`side`] over the simple protocol.
+pub async fn side_simple(client: &tokio_postgres::Client) -> String {
+    let msgs = client
+        .simple_query("SELECT side FROM whereami")
+        .await
+        .unwrap_or_else(|e| panic!("SELECT side FROM whereami: {e}"));
+    msgs.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .expect("a row")
+}
+
+/// Trust authentication for tests that open many sessions.
+pub const TRUST_AUTH: &str = "auth: { method: trust }\n";
