@@ -42,6 +42,7 @@ pub async fn run(unattended: bool) -> anyhow::Result<()> {
     println!("  pgshift: {addr} (every statement goes to OLD: defaults.primary = old)\n");
 
     workload(&url, pair.old.port()).await?;
+    phases(&proxy, &pair, &url).await?;
 
     println!("\nConnect yourself:\n  psql \"{url}\"");
     println!(
@@ -58,6 +59,80 @@ pub async fn run(unattended: bool) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), proxy.wait()).await;
     drop(pair);
     Ok(())
+}
+
+/// The read shift of a migration, phase by phase: the operator's config
+/// change, then where a burst of sessions' reads went.
+async fn phases(proxy: &crate::Proxy, pair: &ClusterPair, url: &str) -> anyhow::Result<()> {
+    let steps: [(&str, String); 4] = [
+        ("old only", String::new()),
+        ("10% of sessions read users from NEW", read_shift_rule(10)),
+        ("100% of reads of users on NEW", read_shift_rule(100)),
+        (
+            "rollback: true (everything back on OLD)",
+            format!("rollback: true\n{}", read_shift_rule(100)),
+        ),
+    ];
+    println!("\nShifting reads of `users` to NEW, one config change at a time:");
+    for (i, (title, extra)) in steps.iter().enumerate() {
+        let yaml = format!("{}{extra}", config_yaml(pair));
+        let config = pgshift_rules::config::parse_config(&yaml, &|_| None)
+            .map_err(|e| anyhow::anyhow!("demo config is invalid:\n{e}"))?;
+        let loaded = proxy
+            .shared()
+            .install(config)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (old, new) = read_burst(url, pair.old.port(), 100).await?;
+        println!(
+            "  {}. {title:<42} config v{}: reads of users -> OLD {old:>3}, NEW {new:>3}",
+            i + 1,
+            loaded.version
+        );
+        if !extra.is_empty() {
+            for line in extra.lines() {
+                println!("       | {line}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_shift_rule(percent: u8) -> String {
+    format!(
+        "rules:
+  - name: users-read-shift
+    match: {{ kind: [read], tables: [users] }}
+    percent: {percent}
+    sticky: session
+    primary: new
+"
+    )
+}
+
+/// `sessions` short sessions each read `users` once; returns how many were
+/// answered by OLD and by NEW (told apart by the server's port).
+async fn read_burst(url: &str, old_port: u16, sessions: usize) -> anyhow::Result<(usize, usize)> {
+    let mut tasks = Vec::with_capacity(sessions);
+    for _ in 0..sessions {
+        let url = url.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+            tokio::spawn(conn);
+            let row = client
+                .query_one("SELECT inet_server_port(), count(*) FROM users", &[])
+                .await?;
+            Ok::<i32, tokio_postgres::Error>(row.get(0))
+        }));
+    }
+    let (mut old, mut new) = (0, 0);
+    for t in tasks {
+        if t.await?? == i32::from(old_port) {
+            old += 1;
+        } else {
+            new += 1;
+        }
+    }
+    Ok((old, new))
 }
 
 fn config_yaml(pair: &ClusterPair) -> String {

@@ -4,11 +4,13 @@
 //! end, `backend` opens and cancels backend connections. Everything that can
 //! be decided without a socket lives in the two library crates.
 
+pub mod admin;
 pub mod backend;
 pub mod cluster;
 pub mod config_file;
 pub mod demo;
 pub mod logging;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod stream;

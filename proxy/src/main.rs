@@ -109,7 +109,10 @@ fn run(path: &std::path::Path, log_format: Option<logging::Format>) -> ExitCode 
 
 async fn serve(config: pgshift_rules::config::Config, path: PathBuf) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
+    // Before the proxy is reachable: SIGHUP's default action is to exit.
+    let hangup = signal(SignalKind::hangup())?;
     let proxy = pgshift::server::start_with(config, Some(path)).await?;
+    proxy.reload_on_sighup(hangup);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {

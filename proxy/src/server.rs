@@ -11,7 +11,9 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use pgshift_protocol::encode;
+use pgshift_rules::classify::Classifier;
 use pgshift_rules::config::Config;
+use pgshift_rules::route::Router;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -27,21 +29,22 @@ pub struct Loaded {
     pub loaded_at: SystemTime,
     pub config: Config,
     pub client_auth: ClientAuth,
+    pub router: Router,
 }
 
 impl Loaded {
     pub fn new(version: u64, config: Config) -> anyhow::Result<Self> {
         let client_auth = ClientAuth::new(&config.auth)?;
+        let router = Router::new(&config);
         Ok(Loaded {
             version,
             loaded_at: SystemTime::now(),
             config,
             client_auth,
+            router,
         })
     }
 }
-
-
 
 /// What every session shares.
 pub struct Shared {
@@ -54,7 +57,12 @@ pub struct Shared {
     pub client_tls: Option<tokio_rustls::TlsAcceptor>,
     pub backend_tls: Option<tokio_rustls::TlsConnector>,
     pub cancels: Arc<CancelRegistry>,
+    pub classifier: Classifier,
 }
+
+/// Statements classified once and remembered: a repeated statement costs a
+/// hash lookup, not a parse.
+const CLASSIFIER_CAPACITY: usize = 10_000;
 
 /// What /status and metrics report about reloads.
 #[derive(Debug, Clone, Default)]
@@ -78,7 +86,10 @@ impl Shared {
     }
 
     pub fn reload_log(&self) -> ReloadLog {
-        self.reload_lock.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.reload_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Re-reads `config_path` and installs it; on any error the running
@@ -100,7 +111,10 @@ impl Shared {
         let mut log = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.current.load_full();
         for key in restart_only_changes(&old.config, &config) {
-            tracing::warn!(key, "changed in the configuration file; takes effect after a restart");
+            tracing::warn!(
+                key,
+                "changed in the configuration file; takes effect after a restart"
+            );
         }
         let loaded = match Loaded::new(old.version + 1, config) {
             Ok(l) => Arc::new(l),
@@ -121,7 +135,10 @@ impl Shared {
         log.failed += 1;
         log.last_error = Some(reason.clone());
         let version = self.current.load().version;
-        tracing::error!(version, "reload rejected, version {version} stays in force:\n{reason}");
+        tracing::error!(
+            version,
+            "reload rejected, version {version} stays in force:\n{reason}"
+        );
         ReloadError(reason)
     }
 }
@@ -157,9 +174,13 @@ pub struct Shutdown {
 
 pub struct Proxy {
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     shutdown: Shutdown,
     done: CancellationToken,
     shared: Arc<Shared>,
+    reloader: Arc<crate::reload::Reloader>,
+    /// The admin server and the reload triggers; they stop on `draining`.
+    background: TaskTracker,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -171,15 +192,18 @@ pub async fn start(config: Config) -> anyhow::Result<Proxy> {
 /// Like [`start`], remembering the file the config came from so it can be
 /// reloaded.
 pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Proxy> {
+    // As close as we get to the read that produced `config`: whatever the
+    // file holds after this is a change to reload.
+    let on_disk = config_path
+        .as_deref()
+        .and_then(|p| crate::reload::read_config(p).ok());
     let client_tls = match &config.tls {
         Some(files) => Some(crate::tls::acceptor(&files.cert, &files.key)?),
         None => None,
     };
     let backend_tls = Some(crate::tls::backend_connector()?);
-    let listener = TcpListener::bind((config.listen.host.as_str(), config.listen.port))
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let local_addr = listener.local_addr()?;
+    let listen = config.listen.clone();
+    let admin = config.admin.clone();
     let max_clients = config.limits.max_clients;
     let grace = config.limits.shutdown_grace;
     let shared = Arc::new(Shared {
@@ -189,11 +213,43 @@ pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow:
         client_tls,
         backend_tls,
         cancels: Arc::new(CancelRegistry::default()),
+        classifier: Classifier::new(CLASSIFIER_CAPACITY),
     });
     let shutdown = Shutdown::default();
     let done = CancellationToken::new();
+    let reloader = crate::reload::Reloader::new(Arc::clone(&shared), on_disk);
+    // Watching starts before anything is reachable, so an edit made once
+    // the proxy answers is never missed.
+    let watching = shared
+        .config_path
+        .is_some()
+        .then(|| crate::reload::watch_file(Arc::clone(&reloader), shutdown.draining.clone()));
+    let listener = TcpListener::bind((listen.host.as_str(), listen.port))
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local_addr = listener.local_addr()?;
+    let admin_listener = match &admin {
+        Some(addr) => Some(crate::admin::bind(addr).await?),
+        None => None,
+    };
+    let admin_addr = admin_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
+    let background = TaskTracker::new();
+    if let Some(watching) = watching {
+        background.spawn(watching);
+    }
+    if let Some(admin) = admin_listener {
+        background.spawn(crate::admin::serve(
+            admin,
+            Arc::clone(&reloader),
+            shutdown.draining.clone(),
+        ));
+    }
     let task = tokio::spawn({
         let done = done.clone();
+        let background = background.clone();
         let serving = serve(
             listener,
             Arc::clone(&shared),
@@ -203,15 +259,28 @@ pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow:
         );
         async move {
             serving.await;
+            background.close();
+            if tokio::time::timeout(Duration::from_secs(5), background.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("admin server or reload watcher did not stop in time");
+            }
             done.cancel();
         }
     });
     tracing::info!(%local_addr, "pgshift listening");
+    if let Some(admin_addr) = admin_addr {
+        tracing::info!(%admin_addr, "admin HTTP listening");
+    }
     Ok(Proxy {
         local_addr,
+        admin_addr,
         shutdown,
         done,
         shared,
+        reloader,
+        background,
         task,
     })
 }
@@ -223,6 +292,28 @@ impl Proxy {
 
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Where the admin HTTP server listens, when `admin` is configured
+    /// (with port 0, the port the OS picked).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Reloads on behalf of every trigger (file watch, SIGHUP, POST /reload).
+    pub fn reloader(&self) -> &Arc<crate::reload::Reloader> {
+        &self.reloader
+    }
+
+    /// Reload on every SIGHUP until shutdown. Opt-in, so a proxy inside a
+    /// test binary leaves that process's signals alone; `hangup` is made by
+    /// the caller before [`start_with`], so an early SIGHUP cannot kill it.
+    pub fn reload_on_sighup(&self, hangup: tokio::signal::unix::Signal) {
+        self.background.spawn(crate::reload::reload_on_sighup(
+            Arc::clone(&self.reloader),
+            hangup,
+            self.shutdown.draining.clone(),
+        ));
     }
 
     /// Stop accepting and let sessions finish (see `limits.shutdown_grace`).

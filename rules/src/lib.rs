@@ -1,13 +1,22 @@
-//! pgshift's configuration model, validation and routing rules, without IO.
+//! pgshift's configuration model, validation, SQL classification and
+//! routing rules, without IO.
 //!
 //! The crate is pure: it never touches files, sockets or the process
-//! environment. Callers hand in the YAML text and an environment lookup.
+//! environment. Callers hand in the YAML text and an environment lookup,
+//! query texts and session facts.
 
+pub mod classify;
 pub mod config;
+mod hash;
+pub mod route;
 
+pub use classify::{
+    Classification, Classifier, ClassifierStats, SessionEffect, Statement, TxnControl,
+};
 pub use config::{
     parse_config, Auth, AuthMethod, AuthUser, Backend, BackendId, BackendTls, Backends,
     CompareSettings, Config, ConfigError, ConfigErrors, Kind, KindSet, Limits, ListenAddr,
     LogFormat, Match, MirrorErrorPolicy, MirrorMode, MirrorSettings, NameError, OverflowPolicy,
     RewriteMap, Rewrites, Route, Rule, Secret, Sticky, TableName, Telemetry, TlsFiles,
 };
+pub use route::{explain, Decision, Router, SessionContext};

@@ -114,8 +114,12 @@ pub async fn try_connect(url: &str) -> Result<tokio_postgres::Client, tokio_post
     Ok(client)
 }
 
+pub mod http;
 mod proxy;
-pub use proxy::{base_yaml, mark_sides, proxy_with, proxy_with_yaml, side, side_simple, TestProxy, SCRAM_AUTH, TRUST_AUTH};
+pub use proxy::{
+    base_yaml, mark_sides, proxy_with, proxy_with_yaml, side, side_simple, TestProxy, SCRAM_AUTH,
+    TRUST_AUTH,
+};
 
 /// The built `pgshift` binary: `$PGSHIFT_BIN`, else next to this test
 /// executable's profile directory (built on demand when missing).

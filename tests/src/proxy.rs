@@ -114,7 +114,7 @@ pub fn mark_sides(db: &str) {
 }
 
 /// Which backend answered: reads `whereami` through `client`.
-pub async fn side(client: &tokio_postgres::Client) -> String {
+pub async fn side(client: &impl tokio_postgres::GenericClient) -> String {
     client
         .query_one("SELECT side FROM whereami", &[])
         .await

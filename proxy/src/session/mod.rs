@@ -2,8 +2,12 @@
 //! authentication, the backend connection, then the relay.
 
 mod client_auth;
+mod expect;
 pub mod relay;
+mod requests;
+mod responses;
 mod startup;
+mod state;
 
 pub use client_auth::ClientAuth;
 
@@ -23,7 +27,10 @@ use crate::backend::cancel::{Registration, SessionCancel};
 use crate::backend::{self, BackendConn, ConnectError, ConnectOptions};
 use crate::server::{Shared, Shutdown};
 use crate::stream::Stream;
-use relay::{End, RelayError, RelayState};
+use expect::Expectations;
+use relay::{End, RelayError};
+use requests::{Requests, SessionInfo};
+use responses::Responses;
 use startup::Opening;
 
 /// Everything the client gets after a successful startup, and the session
@@ -32,6 +39,8 @@ struct Established {
     client: Stream,
     client_buf: BytesMut,
     backend: BackendConn,
+    info: SessionInfo,
+    cancel: Arc<SessionCancel>,
     _registration: Registration,
 }
 
@@ -121,7 +130,9 @@ async fn establish(
 
     let cancel = Arc::new(SessionCancel::default());
     cancel.set(primary, backend.cancel.clone());
-    let registration = shared.cancels.register(backend.cancel.pid, cancel);
+    let registration = shared
+        .cancels
+        .register(backend.cancel.pid, Arc::clone(&cancel));
 
     let mut out = BytesMut::with_capacity(512 + backend.startup_messages.len());
     encode::authentication_ok(&mut out);
@@ -132,10 +143,23 @@ async fn establish(
         return Err(());
     }
     tracing::debug!(%peer, backend = %primary, pid = backend.cancel.pid, "session established");
+    let info = SessionInfo {
+        application_name: startup
+            .get("application_name")
+            .unwrap_or_default()
+            .to_owned(),
+        database: startup.get("database").unwrap_or(&user).to_owned(),
+        user,
+        client_addr: peer.ip(),
+        session_key: rand::random(),
+        startup_params: startup.params,
+    };
     Ok(Some(Established {
         client,
         client_buf,
         backend,
+        info,
+        cancel,
         _registration: registration,
     }))
 }
@@ -166,34 +190,43 @@ async fn relay(est: Established, shared: &Shared, shutdown: Shutdown) {
         client,
         mut client_buf,
         backend,
+        info,
+        cancel,
         _registration,
     } = est;
     let max = shared.current().config.limits.max_message_size;
+    let primary = backend.id;
     let (mut client_r, mut client_w) = client.split();
-    let (mut backend_r, mut backend_w) = backend.stream.split();
-    let mut backend_buf = backend.leftover;
-    let state = RelayState::new();
+    let (backend_r, backend_w) = backend.stream.split();
+    let exp = Expectations::default();
 
     let outcome = {
-        let front =
-            relay::client_to_backend(&mut client_r, &mut backend_w, &mut client_buf, &state, max);
-        let back =
-            relay::backend_to_client(&mut backend_r, &mut client_w, &mut backend_buf, &state, max);
-        let drain = async {
-            shutdown.draining.cancelled().await;
-            state.wait_quiet().await;
-        };
-        tokio::select! {
-            r = front => Outcome::Relay(r),
-            r = back => Outcome::Relay(r),
-            _ = drain => Outcome::Drained,
-            _ = shutdown.force.cancelled() => Outcome::Forced,
-        }
+        let mut requests = Requests::new(shared, &info, &exp, &cancel, primary, backend_w);
+        let mut responses = Responses::new(&mut client_w, &exp, max);
+        responses.attach(primary, backend_r, backend.leftover);
+        let outcome = relay::run(
+            &mut requests,
+            &mut responses,
+            &mut client_r,
+            &mut client_buf,
+            &exp,
+            &shutdown,
+        )
+        .await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), requests.terminate()).await;
+        outcome
     };
     match outcome {
-        Outcome::Relay(Ok(End::ClientLeft)) => tracing::debug!("client left"),
-        Outcome::Relay(Ok(End::BackendClosed)) => tracing::info!("backend closed the connection"),
-        Outcome::Relay(Err(RelayError::ClientProtocol(e))) => {
+        Ok(End::ClientLeft) => tracing::debug!("client left"),
+        Ok(End::Drained) | Ok(End::Forced) => {
+            fatal(
+                &mut client_w,
+                "57P01",
+                "terminating connection due to administrator command",
+            )
+            .await;
+        }
+        Err(RelayError::ClientProtocol(e)) => {
             tracing::info!(error = %e, "closing session: invalid client message");
             fatal(
                 &mut client_w,
@@ -202,27 +235,13 @@ async fn relay(est: Established, shared: &Shared, shutdown: Shutdown) {
             )
             .await;
         }
-        Outcome::Relay(Err(e)) => tracing::info!(error = %e, "session ended"),
-        Outcome::Drained | Outcome::Forced => {
-            fatal(
-                &mut client_w,
-                "57P01",
-                "terminating connection due to administrator command",
-            )
-            .await;
+        Err(RelayError::Connect(e)) => {
+            tracing::warn!(error = %e, "closing session: backend connection failed");
+            fatal(&mut client_w, "08006", &e.to_string()).await;
         }
+        Err(e) => tracing::info!(error = %e, "session ended"),
     }
-    let mut bye = BytesMut::new();
-    encode::terminate(&mut bye);
-    let _ = backend_w.write_all(&bye).await;
-    let _ = backend_w.shutdown().await;
     let _ = client_w.shutdown().await;
-}
-
-enum Outcome {
-    Relay(Result<End, RelayError>),
-    Drained,
-    Forced,
 }
 
 /// Sends a FATAL ErrorResponse; the connection is closed by the caller.

@@ -1,211 +1,91 @@
-//! The forwarding path: client bytes to the backend, backend bytes to the
-//! client, both directions at once.
+//! Runs a session's two halves at once: requests (client to backends) and
+//! responses (backends to client).
 //!
-//! Each direction reads what the socket has, steps over whole frames by
-//! their headers (streaming the bytes of large rows and COPY data instead
-//! of buffering them), and writes everything it stepped over in one write.
-//! A slow reader on one side stops the reads on the other: backpressure
-//! through the sockets, no queue in between. Running both directions
-//! concurrently matters: a client that pipelines more than the socket
-//! buffers hold must never find pgshift blocked writing one way while the
-//! other way fills up.
+//! Both directions run concurrently: a client that pipelines more than the
+//! socket buffers hold must never find pgshift blocked writing one way
+//! while the other way fills up. A slow reader on either side stops the
+//! reads on the other (backpressure through the sockets, bounded queues).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
-use pgshift_protocol::backend::{self, TransactionStatus};
-use pgshift_protocol::frontend;
-use pgshift_protocol::scan::{Step, StreamScanner};
+use bytes::BytesMut;
 use pgshift_protocol::ProtocolError;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Notify;
+use pgshift_rules::config::BackendId;
 
-use crate::stream::{ReadHalf, WriteHalf};
-
-/// Reads grow the buffer in steps of this much at least.
-const READ_CHUNK: usize = 64 * 1024;
-
-/// What both directions know about the session.
-#[derive(Default)]
-pub struct RelayState {
-    /// Requests (Query, Sync, FunctionCall) sent and not yet answered by
-    /// ReadyForQuery.
-    in_flight: AtomicUsize,
-    idle: AtomicBool,
-    /// Signalled at every ReadyForQuery.
-    ready: Notify,
-}
-
-impl RelayState {
-    pub fn new() -> Self {
-        RelayState {
-            in_flight: AtomicUsize::new(0),
-            idle: AtomicBool::new(true),
-            ready: Notify::new(),
-        }
-    }
-
-    /// Idle between transactions with nothing outstanding: the moment a
-    /// graceful shutdown may close the session without losing anything.
-    pub fn is_quiet(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0 && self.idle.load(Ordering::Acquire)
-    }
-
-    pub async fn wait_quiet(&self) {
-        loop {
-            let notified = self.ready.notified();
-            if self.is_quiet() {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
+use super::expect::Expectations;
+use super::requests::Requests;
+use super::responses::Responses;
+use crate::backend::ConnectError;
+use crate::server::Shutdown;
+use crate::stream::ReadHalf;
 
 #[derive(Debug)]
 pub enum End {
     /// The client sent Terminate or closed its socket.
     ClientLeft,
-    /// The backend closed (after a FATAL, or a restart).
-    BackendClosed,
+    /// A graceful shutdown found the session idle.
+    Drained,
+    /// The grace period ran out.
+    Forced,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("client: {0}")]
     ClientIo(std::io::Error),
-    #[error("backend: {0}")]
-    BackendIo(std::io::Error),
     #[error("client sent an invalid message: {0}")]
     ClientProtocol(ProtocolError),
-    #[error("backend sent an invalid message: {0}")]
-    BackendProtocol(ProtocolError),
+    #[error("backend {0}: {1}")]
+    BackendIo(BackendId, std::io::Error),
+    #[error("backend {0} closed the connection")]
+    BackendClosed(BackendId),
+    #[error("backend {0} sent an invalid message: {1}")]
+    BackendProtocol(BackendId, ProtocolError),
+    #[error("backend {backend} sent message type {:?} while no request was outstanding", *tag as char)]
+    Unprompted { backend: BackendId, tag: u8 },
+    #[error("{0}")]
+    Connect(ConnectError),
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
-/// Client → backend until the client leaves.
-pub async fn client_to_backend(
+/// How long the response side may keep going, after the request side
+/// stopped with an error, to deliver what the client is already owed.
+const DRAIN_AFTER_ERROR: Duration = Duration::from_secs(5);
+
+pub async fn run(
+    requests: &mut Requests<'_>,
+    responses: &mut Responses<'_>,
     client: &mut ReadHalf,
-    backend_w: &mut WriteHalf,
-    buf: &mut BytesMut,
-    state: &RelayState,
-    max_message_size: usize,
+    client_buf: &mut BytesMut,
+    exp: &Expectations,
+    shutdown: &Shutdown,
 ) -> Result<End, RelayError> {
-    let mut scanner = StreamScanner::frontend(max_message_size);
-    loop {
-        let mut at = 0;
-        let mut terminated = false;
-        loop {
-            match scanner
-                .step(&buf[at..])
-                .map_err(RelayError::ClientProtocol)?
-            {
-                Step::Frame(h) => {
-                    match h.tag {
-                        frontend::tag::QUERY
-                        | frontend::tag::SYNC
-                        | frontend::tag::FUNCTION_CALL => {
-                            state.in_flight.fetch_add(1, Ordering::AcqRel);
-                        }
-                        frontend::tag::TERMINATE => terminated = true,
-                        _ => {}
+    let front = requests.run(client, client_buf);
+    let back = responses.run();
+    tokio::pin!(front, back);
+    let drain = async {
+        shutdown.draining.cancelled().await;
+        exp.wait_quiet().await;
+    };
+    tokio::select! {
+        r = &mut front => match r {
+            Ok(end) => Ok(end),
+            Err(e) => {
+                // Let the client have the answers it is owed (including an
+                // error queued for it) before the connection closes.
+                let _ = tokio::time::timeout(DRAIN_AFTER_ERROR, async {
+                    tokio::select! {
+                        _ = &mut back => {},
+                        _ = exp.wait_empty() => {},
                     }
-                    at += h.frame_len;
-                    if terminated {
-                        break;
-                    }
-                }
-                Step::Pass(n) => at += n,
-                Step::NeedMore => break,
+                })
+                .await;
+                Err(e)
             }
-        }
-        if at > 0 {
-            write_out(backend_w, &buf[..at])
-                .await
-                .map_err(RelayError::BackendIo)?;
-            buf.advance(at);
-        }
-        if terminated {
-            return Ok(End::ClientLeft);
-        }
-        reserve_for_read(buf, scanner.shortfall(buf));
-        if client.read_buf(buf).await.map_err(RelayError::ClientIo)? == 0 {
-            return Ok(End::ClientLeft);
-        }
-    }
-}
-
-/// Backend → client until the backend closes.
-pub async fn backend_to_client(
-    backend_r: &mut ReadHalf,
-    client: &mut WriteHalf,
-    buf: &mut BytesMut,
-    state: &RelayState,
-    max_message_size: usize,
-) -> Result<End, RelayError> {
-    let mut scanner = StreamScanner::new(max_message_size);
-    loop {
-        let mut at = 0;
-        let mut ready = false;
-        loop {
-            match scanner
-                .step(&buf[at..])
-                .map_err(RelayError::BackendProtocol)?
-            {
-                Step::Frame(h) => {
-                    if h.tag == backend::tag::READY_FOR_QUERY {
-                        let body = &buf[at + pgshift_protocol::HEADER_LEN..at + h.frame_len];
-                        let status =
-                            backend::ready_for_query(body).map_err(RelayError::BackendProtocol)?;
-                        state
-                            .idle
-                            .store(status == TransactionStatus::Idle, Ordering::Release);
-                        // Saturating: an RFQ the client did not ask for (none
-                        // exists in the protocol) must not wrap the count.
-                        let _ = state.in_flight.fetch_update(
-                            Ordering::AcqRel,
-                            Ordering::Acquire,
-                            |n| n.checked_sub(1),
-                        );
-                        ready = true;
-                    }
-                    at += h.frame_len;
-                }
-                Step::Pass(n) => at += n,
-                Step::NeedMore => break,
-            }
-        }
-        if at > 0 {
-            write_out(client, &buf[..at])
-                .await
-                .map_err(RelayError::ClientIo)?;
-            buf.advance(at);
-        }
-        if ready {
-            state.ready.notify_waiters();
-        }
-        reserve_for_read(buf, scanner.shortfall(buf));
-        if backend_r
-            .read_buf(buf)
-            .await
-            .map_err(RelayError::BackendIo)?
-            == 0
-        {
-            return Ok(End::BackendClosed);
-        }
-    }
-}
-
-async fn write_out<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
-    w.write_all(bytes).await?;
-    w.flush().await
-}
-
-/// Makes room for the next read: at least a chunk, and the whole of an
-/// announced frame at once when it is larger (bounded by the scanner's
-/// size check, which ran before the header was accepted).
-fn reserve_for_read(buf: &mut BytesMut, shortfall: usize) {
-    let want = shortfall.clamp(READ_CHUNK, 16 * READ_CHUNK);
-    if buf.capacity() - buf.len() < want {
-        buf.reserve(want);
+        },
+        r = &mut back => r,
+        _ = drain => Ok(End::Drained),
+        _ = shutdown.force.cancelled() => Ok(End::Forced),
     }
 }

@@ -1,0 +1,175 @@
+//! The ordered list of answers the client is owed.
+//!
+//! The request side routes each batch (a simple Query, or extended-protocol
+//! messages up to Sync) to one backend and records here, in the order the
+//! client sent them, what the response side must do: relay that backend's
+//! answer up to its ReadyForQuery, swallow the answer to something pgshift
+//! sent on its own (a replayed SET or Parse), or write an answer pgshift
+//! made up (a held BEGIN). Responses therefore reach the client in request
+//! order even when consecutive batches went to different backends.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
+
+use bytes::{Bytes, BytesMut};
+use pgshift_protocol::backend::TransactionStatus;
+use pgshift_rules::config::BackendId;
+use tokio::sync::Notify;
+
+use crate::stream::ReadHalf;
+
+/// Most batches a client may have outstanding before pgshift stops reading
+/// its requests: pipelining is welcome, unbounded memory is not.
+pub const MAX_OUTSTANDING: usize = 4096;
+
+pub enum Expect {
+    /// A new backend connection: from here on, answers come from it too.
+    Attach {
+        backend: BackendId,
+        reader: ReadHalf,
+        leftover: BytesMut,
+    },
+    /// Forward the backend's messages to the client up to and including
+    /// its next ReadyForQuery.
+    Relay(BackendId),
+    /// Read and drop the backend's messages up to its next ReadyForQuery;
+    /// the request was pgshift's own.
+    Swallow {
+        backend: BackendId,
+        what: &'static str,
+    },
+    /// Write these bytes to the client (they end with a ReadyForQuery
+    /// carrying `status`).
+    Synth {
+        bytes: Bytes,
+        status: TransactionStatus,
+    },
+}
+
+/// Shared by the two halves of a session.
+pub struct Expectations {
+    queue: Mutex<VecDeque<Expect>>,
+    /// Wakes the response side when something is queued.
+    pushed: Notify,
+    /// Wakes the request side when something is done.
+    popped: Notify,
+    /// The transaction status of the last ReadyForQuery the client got.
+    visible: AtomicU8,
+}
+
+impl Default for Expectations {
+    fn default() -> Self {
+        Expectations {
+            queue: Mutex::new(VecDeque::new()),
+            pushed: Notify::new(),
+            popped: Notify::new(),
+            visible: AtomicU8::new(TransactionStatus::Idle.as_byte()),
+        }
+    }
+}
+
+impl Expectations {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Expect>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn push(&self, e: Expect) {
+        self.lock().push_back(e);
+        self.pushed.notify_one();
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// What the head entry asks for, without taking it (an Attach or Synth
+    /// is taken, since acting on it needs ownership).
+    pub fn head(&self) -> Option<Head> {
+        let mut q = self.lock();
+        match q.front()? {
+            Expect::Relay(b) => Some(Head::Relay(*b)),
+            Expect::Swallow { backend, what } => Some(Head::Swallow(*backend, what)),
+            Expect::Attach { .. } | Expect::Synth { .. } => q.pop_front().map(Head::Owned),
+        }
+    }
+
+    /// The head Relay/Swallow is complete.
+    pub fn pop(&self) {
+        self.lock().pop_front();
+        self.popped.notify_waiters();
+    }
+
+    pub async fn wait_pushed(&self) {
+        self.pushed.notified().await;
+    }
+
+    /// Resolves once nothing is outstanding.
+    pub async fn wait_empty(&self) {
+        loop {
+            let popped = self.popped.notified();
+            tokio::pin!(popped);
+            popped.as_mut().enable();
+            if self.is_empty() {
+                return;
+            }
+            popped.await;
+        }
+    }
+
+    /// Resolves once fewer than `MAX_OUTSTANDING` entries are queued.
+    pub async fn wait_room(&self) {
+        loop {
+            let popped = self.popped.notified();
+            tokio::pin!(popped);
+            popped.as_mut().enable();
+            if self.len() < MAX_OUTSTANDING {
+                return;
+            }
+            popped.await;
+        }
+    }
+
+    /// Wakes request-side waiters after the client-visible state changed
+    /// without a pop (a Synth written).
+    pub fn notify_progress(&self) {
+        self.popped.notify_waiters();
+    }
+
+    pub fn visible_status(&self) -> TransactionStatus {
+        TransactionStatus::from_byte(self.visible.load(Ordering::Acquire))
+            .unwrap_or(TransactionStatus::Idle)
+    }
+
+    pub fn set_visible_status(&self, s: TransactionStatus) {
+        self.visible.store(s.as_byte(), Ordering::Release);
+    }
+
+    /// Idle between transactions with nothing outstanding: the moment a
+    /// graceful shutdown may close the session without losing anything.
+    pub fn is_quiet(&self) -> bool {
+        self.is_empty() && self.visible_status() == TransactionStatus::Idle
+    }
+
+    pub async fn wait_quiet(&self) {
+        loop {
+            let popped = self.popped.notified();
+            tokio::pin!(popped);
+            popped.as_mut().enable();
+            if self.is_quiet() {
+                return;
+            }
+            popped.await;
+        }
+    }
+}
+
+pub enum Head {
+    Relay(BackendId),
+    Swallow(BackendId, &'static str),
+    Owned(Expect),
+}

@@ -1,0 +1,557 @@
+//! The request side: client messages to backends, one routing decision per
+//! batch.
+//!
+//! A batch is a simple Query, or extended-protocol messages up to a Sync.
+//! Each batch goes to one backend, chosen by the named steps below:
+//! `classify` (what the statement is), `decide` (which backend: the
+//! transaction's pin, or the rules), `start_batch` (connect lazily and
+//! catch the backend up on session state), `send`. A transaction never
+//! spans two backends: its primary is decided by its first routed
+//! statement (a lone BEGIN is held until then) and kept until it ends.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use pgshift_protocol::backend::TransactionStatus;
+use pgshift_protocol::frontend::{self, tag, Bind, Parse, Query, TargetKind};
+use pgshift_protocol::{decode_frame, encode, Frame};
+use pgshift_rules::classify::{Classification, TxnControl};
+use pgshift_rules::config::BackendId;
+use pgshift_rules::route::SessionContext;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::expect::{Expect, Expectations};
+use super::relay::{End, RelayError};
+use super::responses::reserve_for_read;
+use super::state::SessionState;
+use crate::backend::cancel::SessionCancel;
+use crate::backend::{self, ConnectOptions};
+use crate::server::{Loaded, Shared};
+use crate::stream::{ReadHalf, WriteHalf};
+
+/// Who the session is, for rule matching.
+pub struct SessionInfo {
+    pub user: String,
+    pub database: String,
+    pub application_name: String,
+    pub client_addr: std::net::IpAddr,
+    pub session_key: u64,
+    /// The client's startup parameters, sent to every backend it uses.
+    pub startup_params: Vec<(String, String)>,
+}
+
+impl SessionInfo {
+    fn context(&self) -> SessionContext<'_> {
+        SessionContext {
+            user: &self.user,
+            database: &self.database,
+            application_name: &self.application_name,
+            client_addr: Some(self.client_addr),
+            session_key: self.session_key,
+        }
+    }
+}
+
+enum Batch {
+    /// Between batches.
+    Idle,
+    /// Extended-protocol messages whose backend is not decided yet (a
+    /// batch that so far only holds BEGIN, say).
+    Held(Vec<Frame>),
+    /// Routed; everything up to the Sync goes there.
+    Open(BackendId),
+}
+
+/// A batch held this large is routed where the session already is rather
+/// than held further.
+const MAX_HELD_BYTES: usize = 1 << 20;
+
+pub struct Requests<'a> {
+    shared: &'a Shared,
+    loaded: Arc<Loaded>,
+    info: &'a SessionInfo,
+    exp: &'a Expectations,
+    cancel: &'a SessionCancel,
+    links: [Option<WriteHalf>; 2],
+    out: [BytesMut; 2],
+    /// The backend of the latest batch; a transaction's pin.
+    current: BackendId,
+    batch: Batch,
+    /// A BEGIN answered by pgshift and not yet sent anywhere.
+    held_begin: Option<Bytes>,
+    state: SessionState,
+}
+
+impl<'a> Requests<'a> {
+    pub fn new(
+        shared: &'a Shared,
+        info: &'a SessionInfo,
+        exp: &'a Expectations,
+        cancel: &'a SessionCancel,
+        first: BackendId,
+        link: WriteHalf,
+    ) -> Self {
+        let mut links = [None, None];
+        links[first.index()] = Some(link);
+        Requests {
+            shared,
+            loaded: shared.current(),
+            info,
+            exp,
+            cancel,
+            links,
+            out: [BytesMut::with_capacity(16 * 1024), BytesMut::new()],
+            current: first,
+            batch: Batch::Idle,
+            held_begin: None,
+            state: SessionState::default(),
+        }
+    }
+
+    pub async fn run(
+        &mut self,
+        client: &mut ReadHalf,
+        buf: &mut BytesMut,
+    ) -> Result<End, RelayError> {
+        let max = self.loaded.config.limits.max_message_size;
+        loop {
+            while let Some(frame) = decode_frame(buf, max).map_err(RelayError::ClientProtocol)? {
+                if frame.tag() == tag::TERMINATE {
+                    for b in BackendId::ALL {
+                        self.out[b.index()].extend_from_slice(frame.as_bytes());
+                    }
+                    self.flush().await?;
+                    return Ok(End::ClientLeft);
+                }
+                self.on_message(frame).await?;
+            }
+            self.flush().await?;
+            reserve_for_read(buf, 0);
+            if client.read_buf(buf).await.map_err(RelayError::ClientIo)? == 0 {
+                return Ok(End::ClientLeft);
+            }
+        }
+    }
+
+    async fn on_message(&mut self, frame: Frame) -> Result<(), RelayError> {
+        match frame.tag() {
+            tag::QUERY => self.on_query(frame).await,
+            tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE => {
+                self.on_extended(frame).await
+            }
+            tag::SYNC | tag::FLUSH => self.on_sync_or_flush(frame).await,
+            tag::FUNCTION_CALL => {
+                // A FunctionCall is a request of its own, answered with its
+                // own ReadyForQuery, on the backend the session is on.
+                let b = match self.batch {
+                    Batch::Open(b) => b,
+                    Batch::Held(_) => self.open_unrouted().await?,
+                    Batch::Idle => self.open_unrouted_idle().await?,
+                };
+                self.send(b, &frame);
+                self.exp.push(Expect::Relay(b));
+                Ok(())
+            }
+            // COPY data follows the statement that started the COPY; anything
+            // else (unknown types included) goes where the session is, and
+            // that backend answers as Postgres does.
+            _ => {
+                let b = match self.batch {
+                    Batch::Open(b) => b,
+                    _ => self.current,
+                };
+                self.send(b, &frame);
+                Ok(())
+            }
+        }
+    }
+
+    // ---- simple protocol ----
+
+    async fn on_query(&mut self, frame: Frame) -> Result<(), RelayError> {
+        if let Batch::Held(_) = self.batch {
+            self.open_unrouted().await?;
+        }
+        let sql = Query::decode(frame.body())
+            .map_err(RelayError::ClientProtocol)?
+            .sql_str()
+            .map(str::to_owned);
+        let class = sql.as_deref().map(|s| self.shared.classifier.classify(s));
+        if let (Some(class), Batch::Idle) = (&class, &self.batch) {
+            if self.try_hold_transaction(class, frame.as_bytes()).await? {
+                return Ok(());
+            }
+        }
+        let b = match (&self.batch, &class, &sql) {
+            (Batch::Open(b), _, _) => *b,
+            (_, Some(class), Some(sql)) => {
+                let b = self.decide(class, sql).await?;
+                self.start_batch(b).await?;
+                b
+            }
+            _ => self.open_unrouted_idle().await?,
+        };
+        self.send(b, &frame);
+        self.exp.push(Expect::Relay(b));
+        if let (Some(class), Some(sql)) = (&class, &sql) {
+            self.state.ran(sql, class, b);
+        }
+        Ok(())
+    }
+
+    /// A lone BEGIN outside a transaction is answered here and sent later
+    /// with the statement that decides the transaction's backend; a
+    /// COMMIT or ROLLBACK of such an empty transaction is answered here too.
+    async fn try_hold_transaction(
+        &mut self,
+        class: &Classification,
+        query: &[u8],
+    ) -> Result<bool, RelayError> {
+        let [only] = class.statements.as_slice() else {
+            return Ok(false);
+        };
+        match (&only.txn, &self.held_begin) {
+            (Some(TxnControl::Begin), None) => {
+                // Only a session known to be idle can hold its BEGIN.
+                if !self.exp.is_empty() {
+                    self.flush().await?;
+                    self.exp.wait_empty().await;
+                }
+                if self.exp.visible_status() != TransactionStatus::Idle {
+                    return Ok(false);
+                }
+                self.held_begin = Some(Bytes::copy_from_slice(query));
+                let tag = if starts_with_word(query_text(query), "start") {
+                    "START TRANSACTION"
+                } else {
+                    "BEGIN"
+                };
+                self.synth(tag, TransactionStatus::InTransaction);
+                Ok(true)
+            }
+            (Some(TxnControl::Commit { chain: false }), Some(_)) => {
+                self.held_begin = None;
+                self.synth("COMMIT", TransactionStatus::Idle);
+                Ok(true)
+            }
+            (Some(TxnControl::Rollback { chain: false }), Some(_)) => {
+                self.held_begin = None;
+                self.synth("ROLLBACK", TransactionStatus::Idle);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn synth(&mut self, command_tag: &str, status: TransactionStatus) {
+        let mut b = BytesMut::new();
+        encode::frame(
+            &mut b,
+            pgshift_protocol::backend::tag::COMMAND_COMPLETE,
+            |b| {
+                b.extend_from_slice(command_tag.as_bytes());
+                b.extend_from_slice(&[0]);
+            },
+        );
+        encode::ready_for_query(&mut b, status);
+        self.exp.push(Expect::Synth {
+            bytes: b.freeze(),
+            status,
+        });
+    }
+
+    // ---- extended protocol ----
+
+    async fn on_extended(&mut self, frame: Frame) -> Result<(), RelayError> {
+        if let Batch::Open(b) = self.batch {
+            self.note_extended(&frame, b)?;
+            self.send(b, &frame);
+            return Ok(());
+        }
+        if let Some((class, sql)) = self.deciding(&frame)? {
+            let b = self.decide(&class, &sql).await?;
+            self.start_batch(b).await?;
+            self.exp.push(Expect::Relay(b));
+            self.send_held(b)?;
+            self.note_extended(&frame, b)?;
+            self.send(b, &frame);
+            self.batch = Batch::Open(b);
+            return Ok(());
+        }
+        match &mut self.batch {
+            Batch::Held(frames) => frames.push(frame),
+            _ => self.batch = Batch::Held(vec![frame]),
+        }
+        if let Batch::Held(frames) = &self.batch {
+            if frames.iter().map(Frame::len).sum::<usize>() > MAX_HELD_BYTES {
+                self.open_unrouted().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The statement that decides a batch's backend: a Parse's SQL, or the
+    /// statement a Bind names. Transaction control alone decides nothing.
+    fn deciding(&self, frame: &Frame) -> Result<Option<(Arc<Classification>, String)>, RelayError> {
+        let (class, sql) = match frame.tag() {
+            tag::PARSE => {
+                let p = Parse::decode(frame.body()).map_err(RelayError::ClientProtocol)?;
+                let Some(sql) = p.sql_str() else {
+                    return Ok(None);
+                };
+                (self.shared.classifier.classify(sql), sql.to_owned())
+            }
+            tag::BIND => {
+                let b = Bind::decode(frame.body()).map_err(RelayError::ClientProtocol)?;
+                let Some(p) = self.state.statement(b.statement) else {
+                    return Ok(None);
+                };
+                let sql = Parse::decode(&p.parse[pgshift_protocol::HEADER_LEN..])
+                    .ok()
+                    .and_then(|p| p.sql_str().map(str::to_owned))
+                    .unwrap_or_default();
+                (Arc::clone(&p.class), sql)
+            }
+            _ => return Ok(None),
+        };
+        Ok(class.first_routable().is_some().then_some((class, sql)))
+    }
+
+    /// Bookkeeping for a message about to go to `b`.
+    fn note_extended(&mut self, frame: &Frame, b: BackendId) -> Result<(), RelayError> {
+        match frame.tag() {
+            tag::PARSE => {
+                let p = Parse::decode(frame.body()).map_err(RelayError::ClientProtocol)?;
+                let class = match p.sql_str() {
+                    Some(sql) => self.shared.classifier.classify(sql),
+                    None => self.shared.classifier.classify(""),
+                };
+                let name = Bytes::copy_from_slice(p.name);
+                self.state
+                    .parsed(name, frame.clone().into_bytes(), class, b);
+            }
+            tag::BIND => {
+                // Executing a statement with session-wide effects (a SET sent
+                // through the extended protocol) is recorded like a Query.
+                let bind = Bind::decode(frame.body()).map_err(RelayError::ClientProtocol)?;
+                if let Some(p) = self.state.statement(bind.statement) {
+                    if p.class.statements.iter().any(|s| s.session.is_some()) {
+                        let class = Arc::clone(&p.class);
+                        let sql = Parse::decode(&p.parse[pgshift_protocol::HEADER_LEN..])
+                            .ok()
+                            .and_then(|p| p.sql_str().map(str::to_owned));
+                        if let Some(sql) = sql {
+                            self.state.ran(&sql, &class, b);
+                        }
+                    }
+                }
+            }
+            tag::CLOSE => {
+                if let Ok(frontend::FrontendMessage::Close(t)) =
+                    frontend::FrontendMessage::parse(frame)
+                {
+                    if t.kind == TargetKind::Statement {
+                        self.state.closed(t.name, b);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn on_sync_or_flush(&mut self, frame: Frame) -> Result<(), RelayError> {
+        let b = match self.batch {
+            Batch::Open(b) => b,
+            _ => self.open_unrouted().await?,
+        };
+        self.send(b, &frame);
+        self.batch = if frame.tag() == tag::SYNC {
+            Batch::Idle
+        } else {
+            Batch::Open(b)
+        };
+        Ok(())
+    }
+
+    /// Opens the batch (with whatever is held) where the session already is.
+    async fn open_unrouted(&mut self) -> Result<BackendId, RelayError> {
+        if let Batch::Open(b) = self.batch {
+            return Ok(b);
+        }
+        let b = self.open_unrouted_idle().await?;
+        self.exp.push(Expect::Relay(b));
+        self.send_held(b)?;
+        self.batch = Batch::Open(b);
+        Ok(b)
+    }
+
+    async fn open_unrouted_idle(&mut self) -> Result<BackendId, RelayError> {
+        let b = self.current;
+        self.start_batch(b).await?;
+        Ok(b)
+    }
+
+    fn send_held(&mut self, b: BackendId) -> Result<(), RelayError> {
+        if let Batch::Held(frames) = std::mem::replace(&mut self.batch, Batch::Open(b)) {
+            for f in frames {
+                self.note_extended(&f, b)?;
+                self.send(b, &f);
+            }
+        }
+        Ok(())
+    }
+
+    // ---- the routing steps ----
+
+    /// Which backend serves a batch whose deciding statement is `class`.
+    async fn decide(&mut self, class: &Classification, sql: &str) -> Result<BackendId, RelayError> {
+        loop {
+            let pinned =
+                self.held_begin.is_none() && self.exp.visible_status() != TransactionStatus::Idle;
+            if pinned {
+                return Ok(self.current);
+            }
+            // Outside a transaction a new configuration takes effect.
+            self.loaded = self.shared.current();
+            let target = match class.first_routable() {
+                Some(stmt) => {
+                    let text = sql.get(stmt.span.clone()).unwrap_or(sql);
+                    self.loaded
+                        .router
+                        .route(stmt, text, &self.info.context())
+                        .route
+                        .primary
+                }
+                None => self.current,
+            };
+            if target == self.current {
+                return Ok(target);
+            }
+            // Switching backends: only once every earlier answer is in, so
+            // the transaction status above is the real one.
+            if self.exp.is_empty() {
+                return Ok(target);
+            }
+            self.flush().await?;
+            self.exp.wait_empty().await;
+        }
+    }
+
+    /// Connects `b` if needed, catches it up on session state and a held
+    /// BEGIN, and makes it the session's current backend.
+    async fn start_batch(&mut self, b: BackendId) -> Result<(), RelayError> {
+        self.exp.wait_room().await;
+        if self.links[b.index()].is_none() {
+            self.connect(b).await?;
+        }
+        let catchup = self.state.catch_up(b);
+        if !catchup.is_empty() {
+            let out = &mut self.out[b.index()];
+            for sql in &catchup.sql {
+                encode::query(out, sql);
+                self.exp.push(Expect::Swallow {
+                    backend: b,
+                    what: "session state",
+                });
+            }
+            if !catchup.closes.is_empty() || !catchup.parses.is_empty() {
+                for name in &catchup.closes {
+                    encode::frame(out, tag::CLOSE, |o| {
+                        o.extend_from_slice(b"S");
+                        o.extend_from_slice(name);
+                        o.extend_from_slice(&[0]);
+                    });
+                }
+                for parse in &catchup.parses {
+                    out.extend_from_slice(parse);
+                }
+                encode::sync(out);
+                self.exp.push(Expect::Swallow {
+                    backend: b,
+                    what: "prepared statements",
+                });
+            }
+        }
+        if let Some(begin) = self.held_begin.take() {
+            self.out[b.index()].extend_from_slice(&begin);
+            self.exp.push(Expect::Swallow {
+                backend: b,
+                what: "BEGIN",
+            });
+        }
+        self.current = b;
+        Ok(())
+    }
+
+    async fn connect(&mut self, b: BackendId) -> Result<(), RelayError> {
+        let limits = &self.loaded.config.limits;
+        let opts = ConnectOptions {
+            timeout: limits.startup_timeout,
+            max_message_size: limits.max_message_size,
+            tls: self.shared.backend_tls.as_ref(),
+        };
+        let target = self.loaded.config.backends.get(b);
+        let conn = backend::connect(b, target, &self.info.startup_params, &opts)
+            .await
+            .map_err(RelayError::Connect)?;
+        self.cancel.set(b, conn.cancel.clone());
+        let (reader, writer) = conn.stream.split();
+        self.exp.push(Expect::Attach {
+            backend: b,
+            reader,
+            leftover: conn.leftover,
+        });
+        self.links[b.index()] = Some(writer);
+        tracing::debug!(backend = %b, "opened a second backend connection for this session");
+        Ok(())
+    }
+
+    /// Says goodbye to every backend, as a client leaving Postgres would.
+    pub async fn terminate(&mut self) {
+        let mut bye = BytesMut::new();
+        encode::terminate(&mut bye);
+        for link in self.links.iter_mut().flatten() {
+            let _ = link.write_all(&bye).await;
+            let _ = link.shutdown().await;
+        }
+    }
+
+    fn send(&mut self, b: BackendId, frame: &Frame) {
+        self.out[b.index()].extend_from_slice(frame.as_bytes());
+    }
+
+    /// Writes what each backend has pending. Called after every read of
+    /// the client's socket and before waiting on any answer.
+    async fn flush(&mut self) -> Result<(), RelayError> {
+        for &b in BackendId::ALL.iter() {
+            let i = b.index();
+            if self.out[i].is_empty() {
+                continue;
+            }
+            let Some(link) = self.links[i].as_mut() else {
+                self.out[i].clear();
+                continue;
+            };
+            link.write_all(&self.out[i])
+                .await
+                .map_err(|e| RelayError::BackendIo(b, e))?;
+            link.flush()
+                .await
+                .map_err(|e| RelayError::BackendIo(b, e))?;
+            self.out[i].clear();
+        }
+        Ok(())
+    }
+}
+
+fn query_text(query_frame: &[u8]) -> &[u8] {
+    query_frame
+        .get(pgshift_protocol::HEADER_LEN..)
+        .unwrap_or_default()
+}
+
+fn starts_with_word(text: &[u8], word: &str) -> bool {
+    let t = text.trim_ascii_start();
+    t.len() >= word.len() && t[..word.len()].eq_ignore_ascii_case(word.as_bytes())
+}

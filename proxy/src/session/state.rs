@@ -1,0 +1,194 @@
+//! Session state that must follow the session to every backend it uses
+//! (SPEC guarantee 8): protocol-level prepared statements, and the SQL
+//! statements with session-wide effects (SET, RESET, PREPARE, DEALLOCATE,
+//! LISTEN, UNLISTEN, DISCARD). A backend that joins the session late, or
+//! lags behind, gets what it misses replayed before its next batch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pgshift_rules::classify::{Classification, SessionEffect};
+use pgshift_rules::config::BackendId;
+
+/// A statement a client prepared with Parse.
+pub struct Prepared {
+    /// The client's Parse message, replayed as it is.
+    pub parse: Bytes,
+    pub class: Arc<Classification>,
+    /// Which backends have it.
+    on: [bool; 2],
+}
+
+/// What a backend must be sent before it serves the session's next batch.
+#[derive(Default)]
+pub struct Catchup {
+    /// Session-level SQL, in the order the client ran it.
+    pub sql: Vec<String>,
+    /// Names of statements to Close first (closed by the client elsewhere).
+    pub closes: Vec<Bytes>,
+    /// Parse messages of statements the backend lacks.
+    pub parses: Vec<Bytes>,
+}
+
+impl Catchup {
+    pub fn is_empty(&self) -> bool {
+        self.sql.is_empty() && self.closes.is_empty() && self.parses.is_empty()
+    }
+}
+
+/// A session that sets the same things over and over must not grow its
+/// log without bound; past this many distinct entries the oldest go.
+const MAX_LOG: usize = 1024;
+
+/// One replayable statement; `key` names what it sets, so a later
+/// statement about the same thing replaces it.
+struct Entry {
+    key: Option<String>,
+    text: String,
+}
+
+#[derive(Default)]
+pub struct SessionState {
+    statements: HashMap<Bytes, Prepared>,
+    log: Vec<Entry>,
+    /// Bumped whenever the log changes; a backend is current when its mark
+    /// equals it.
+    generation: u64,
+    applied: [u64; 2],
+    /// Where each backend stands: the full log is replayed to a backend
+    /// whose mark is behind (replaying SET/LISTEN twice is harmless).
+    pending_close: [Vec<Bytes>; 2],
+}
+
+impl SessionState {
+    pub fn statement(&self, name: &[u8]) -> Option<&Prepared> {
+        self.statements.get(name)
+    }
+
+    /// A Parse sent to `backend`.
+    pub fn parsed(
+        &mut self,
+        name: Bytes,
+        parse: Bytes,
+        class: Arc<Classification>,
+        backend: BackendId,
+    ) {
+        let mut on = [false; 2];
+        on[backend.index()] = true;
+        // Re-parsing a name (the unnamed statement, or after a Close)
+        // replaces it everywhere: the other backend's copy is stale.
+        if let Some(old) = self.statements.get(&name) {
+            let other = backend.other();
+            if old.on[other.index()] && !name.is_empty() {
+                self.pending_close[other.index()].push(name.clone());
+            }
+        }
+        self.statements.insert(name, Prepared { parse, class, on });
+    }
+
+    /// A Close of a prepared statement sent to `backend`.
+    pub fn closed(&mut self, name: &[u8], backend: BackendId) {
+        if let Some(p) = self.statements.remove(name) {
+            let other = backend.other();
+            if p.on[other.index()] {
+                self.pending_close[other.index()].push(Bytes::copy_from_slice(name));
+            }
+        }
+    }
+
+    /// Session-wide effects of statements sent to `backend`.
+    pub fn ran(&mut self, sql: &str, class: &Classification, backend: BackendId) {
+        let caught_up = self.applied[backend.index()] == self.generation;
+        let mut changed = false;
+        for stmt in &class.statements {
+            let Some(effect) = &stmt.session else {
+                continue;
+            };
+            let text = stmt.text(sql).trim().to_owned();
+            match effect {
+                SessionEffect::Discard { all: true } => {
+                    // DISCARD ALL resets everything, protocol-level
+                    // statements included; the other backend must hear of it.
+                    self.statements.clear();
+                    self.log.clear();
+                    self.log.push(Entry { key: None, text });
+                }
+                SessionEffect::Deallocate { name: None } => {
+                    self.statements.clear();
+                    self.log
+                        .retain(|e| !e.key.as_deref().is_some_and(|k| k.starts_with("prepare:")));
+                    self.log.push(Entry { key: None, text });
+                }
+                SessionEffect::Reset { name: None } => {
+                    self.log
+                        .retain(|e| !e.key.as_deref().is_some_and(|k| k.starts_with("set:")));
+                    self.log.push(Entry { key: None, text });
+                }
+                SessionEffect::Set { name } | SessionEffect::Reset { name: Some(name) } => {
+                    self.replace(format!("set:{name}"), text);
+                }
+                SessionEffect::Prepare { name, .. }
+                | SessionEffect::Deallocate { name: Some(name) } => {
+                    self.replace(format!("prepare:{name}"), text);
+                }
+                SessionEffect::Listen { channel }
+                | SessionEffect::Unlisten {
+                    channel: Some(channel),
+                } => {
+                    self.replace(format!("listen:{channel}"), text);
+                }
+                SessionEffect::Unlisten { channel: None } => {
+                    self.log
+                        .retain(|e| !e.key.as_deref().is_some_and(|k| k.starts_with("listen:")));
+                    self.log.push(Entry { key: None, text });
+                }
+                // Cursors live and die with their backend's transaction (or,
+                // WITH HOLD, on that backend): nothing to replay elsewhere.
+                SessionEffect::Discard { all: false }
+                | SessionEffect::DeclareCursor { .. }
+                | SessionEffect::CloseCursor { .. } => continue,
+            }
+            if self.log.len() > MAX_LOG {
+                let excess = self.log.len() - MAX_LOG;
+                self.log.drain(..excess);
+            }
+            changed = true;
+        }
+        if changed {
+            self.generation += 1;
+            if caught_up {
+                self.applied[backend.index()] = self.generation;
+            }
+        }
+    }
+
+    /// The latest statement about one thing (a parameter, a prepared
+    /// statement, a channel) replaces the earlier ones.
+    fn replace(&mut self, key: String, text: String) {
+        self.log.retain(|e| e.key.as_deref() != Some(key.as_str()));
+        self.log.push(Entry {
+            key: Some(key),
+            text,
+        });
+    }
+
+    /// What `backend` must run before the session's next batch there; the
+    /// backend is counted as caught up from here on.
+    pub fn catch_up(&mut self, backend: BackendId) -> Catchup {
+        let i = backend.index();
+        let mut c = Catchup::default();
+        if self.applied[i] != self.generation {
+            c.sql = self.log.iter().map(|e| e.text.clone()).collect();
+            self.applied[i] = self.generation;
+        }
+        c.closes = std::mem::take(&mut self.pending_close[i]);
+        for p in self.statements.values_mut() {
+            if !p.on[i] {
+                p.on[i] = true;
+                c.parses.push(p.parse.clone());
+            }
+        }
+        c
+    }
+}
