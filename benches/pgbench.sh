@@ -439,10 +439,11 @@ done
 
 # ---------------------------------------------------------------- report
 pg_version=$("$PG_BIN/postgres" --version)
-bouncer_version=$("$PGBOUNCER" --version 2>&1 | head -n 1)
-shift_version=$("$SHIFT_BIN" --version 2>&1 | head -n 1)
+bouncer_version=$("$PGBOUNCER" --version 2>&1 | awk 'NR == 1')
+shift_version=$("$SHIFT_BIN" --version 2>&1 | awk 'NR == 1')
 git_rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "?")
-git_dirty=$(git -C "$REPO" status --porcelain 2>/dev/null | grep -q . && echo " (+ uncommitted changes)" || true)
+git_dirty=""
+[[ -z $(git -C "$REPO" status --porcelain 2>/dev/null || true) ]] || git_dirty=" (+ uncommitted changes)"
 cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 shift_threads=$(ls "/proc/$SHIFT_PID/task" 2>/dev/null | wc -l)
 

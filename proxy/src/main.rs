@@ -37,6 +37,30 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Show how a statement is classified, which rule matches, and where it
+    /// goes, for a session described by the flags.
+    Explain {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The session's user name.
+        #[arg(long, default_value = "app")]
+        user: String,
+        /// The database the client asks for.
+        #[arg(long, default_value = "app")]
+        database: String,
+        /// The session's application_name.
+        #[arg(long = "application", default_value = "")]
+        application_name: String,
+        /// The client's address.
+        #[arg(long, value_name = "IP")]
+        client_addr: Option<std::net::IpAddr>,
+        /// The key of `sticky: session` rules (each session draws one at
+        /// random; give one to see where such a session would go).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        key: u64,
+        /// The SQL text (several statements allowed).
+        sql: String,
+    },
     /// Start two throwaway local Postgres clusters with pgshift in front and
     /// walk through a migration.
     Demo {
@@ -61,6 +85,36 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Check { config } => check(&config),
+        Command::Explain {
+            config,
+            user,
+            database,
+            application_name,
+            client_addr,
+            key,
+            sql,
+        } => {
+            let config = match config_file::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_INVALID);
+                }
+            };
+            let ctx = pgshift_rules::route::SessionContext {
+                user: &user,
+                database: &database,
+                application_name: &application_name,
+                client_addr,
+                session_key: key,
+            };
+            let classifier = pgshift_rules::classify::Classifier::new(16);
+            print!(
+                "{}",
+                pgshift_rules::route::explain(&config, &classifier, &ctx, &sql)
+            );
+            ExitCode::SUCCESS
+        }
         Command::Run { config } => run(&config, cli.log_format),
         Command::Demo { yes } => {
             logging::init(cli.log_format.unwrap_or(logging::Format::Text));

@@ -494,3 +494,44 @@ rules:
         "{text}"
     );
 }
+
+#[test]
+fn many_sql_rules_agree_with_their_own_regexes() {
+    // Several `sql` rules are answered by one combined scan; the outcome
+    // must be what each rule's regex says on its own.
+    let patterns = [
+        r"(?i)\bfrom\s+users\b",
+        r"^UPDATE",
+        r"shard_(\d+)",
+        r"(?i)limit\s+1$",
+        r"ünï",
+    ];
+    let mut yaml = String::from("rules:\n");
+    for (i, p) in patterns.iter().enumerate() {
+        let kind = if i == 1 { "[write]" } else { "[read, write]" };
+        yaml.push_str(&format!(
+            "  - {{ name: p{i}, match: {{ kind: {kind}, sql: '{p}' }}, primary: new }}\n"
+        ));
+    }
+    let cfg = config(&yaml);
+    let router = Router::new(&cfg);
+    let regexes: Vec<regex::Regex> = patterns
+        .iter()
+        .map(|p| regex::Regex::new(p).unwrap())
+        .collect();
+    for sql in [
+        "SELECT * FROM users LIMIT 1",
+        "SELECT * FROM accounts WHERE shard_7 LIMIT 1",
+        "UPDATE t SET a = 'ünïcode'",
+        "update t set a = 1",
+        "SELECT 1",
+    ] {
+        let classifier = Classifier::new(0);
+        let c = classifier.classify(sql);
+        let stmt = &c.statements[0];
+        let expected = (0..patterns.len()).find(|&i| {
+            (i != 1 || stmt.kind == pgshift_rules::Kind::Write) && regexes[i].is_match(sql)
+        });
+        assert_eq!(router.route(stmt, sql, &ctx()).rule, expected, "{sql}");
+    }
+}

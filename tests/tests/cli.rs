@@ -200,3 +200,48 @@ fn shipped_example_configs_are_valid() {
         );
     }
 }
+
+#[test]
+fn explain_shows_classification_rule_and_route() {
+    let f = config_file(
+        "backends:
+  old: { url: \"postgres://app@10.0.0.1/app\" }
+  new: { url: \"postgres://app@10.0.0.2/app\" }
+auth: { method: trust }
+rules:
+  - name: users-reads
+    match: { kind: [read], tables: [users] }
+    percent: 50
+    sticky: user
+    primary: new
+",
+    );
+    let run = |user: &str, sql: &str| {
+        let out = Command::new(pgshift_bin())
+            .args(["explain", "--config"])
+            .arg(f.path())
+            .args(["--user", user, sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = run(
+        "alice",
+        "SELECT u.name FROM users u JOIN orders o ON o.user_id = u.id WHERE o.total > 10",
+    );
+    assert!(out.contains("read"), "{out}");
+    assert!(out.contains("users") && out.contains("orders"), "{out}");
+    assert!(out.contains("users-reads"), "{out}");
+    assert!(out.contains("bucket"), "{out}");
+    let out = run("alice", "UPDATE users SET name = 'x' WHERE id = 1");
+    assert!(out.contains("write"), "{out}");
+    // With sticky: user, the same user always gets the same answer.
+    let a = run("bob", "SELECT * FROM users");
+    let b = run("bob", "SELECT * FROM users");
+    assert_eq!(a, b);
+}

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use super::bucket::{bucket, canonical_addr, in_percent};
+use super::patterns::SqlMatcher;
 use super::SessionContext;
 use crate::classify::Statement;
 use crate::config::{Rule, Sticky, TableName};
@@ -82,20 +83,27 @@ pub fn sticky_key(ctx: &SessionContext<'_>, sticky: Sticky) -> String {
     }
 }
 
+/// What evaluating rules for one statement computes at most once.
+pub(super) struct Lazy<'s, 'c, 'a> {
+    pub(super) buckets: Buckets<'c, 'a>,
+    pub(super) sql: SqlMatcher<'s>,
+}
+
+/// Checks rule number `index`.
 pub(super) fn evaluate(
+    index: usize,
     rule: &Rule,
     stmt: &Statement,
-    sql: &str,
     ctx: &SessionContext<'_>,
-    buckets: &mut Buckets<'_, '_>,
+    lazy: &mut Lazy<'_, '_, '_>,
 ) -> Verdict {
-    if let Some(failed) = failed_criterion(rule, stmt, sql, ctx) {
+    if let Some(failed) = failed_criterion(index, rule, stmt, ctx, &mut lazy.sql) {
         return Verdict::Mismatch(failed);
     }
     if rule.percent >= 100 {
         return Verdict::Match { bucket: None };
     }
-    let bucket = buckets.get(rule.sticky);
+    let bucket = lazy.buckets.get(rule.sticky);
     if in_percent(bucket, rule.percent) {
         Verdict::Match {
             bucket: Some(bucket),
@@ -106,10 +114,11 @@ pub(super) fn evaluate(
 }
 
 fn failed_criterion(
+    index: usize,
     rule: &Rule,
     stmt: &Statement,
-    sql: &str,
     ctx: &SessionContext<'_>,
+    sql: &mut SqlMatcher<'_>,
 ) -> Option<Criterion> {
     let m = &rule.matcher;
     if m.kinds.is_some_and(|k| !k.contains(stmt.kind)) {
@@ -130,7 +139,7 @@ fn failed_criterion(
     if !m.tables.is_empty() && !m.tables.iter().any(|t| touches(&stmt.tables, t)) {
         return Some(Criterion::Tables);
     }
-    if m.sql.as_ref().is_some_and(|re| !re.is_match(sql)) {
+    if !sql.is_match(index, rule) {
         return Some(Criterion::Sql);
     }
     None

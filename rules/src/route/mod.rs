@@ -11,6 +11,7 @@
 mod bucket;
 mod explain;
 mod matcher;
+mod patterns;
 
 use std::net::IpAddr;
 
@@ -21,7 +22,8 @@ pub use bucket::{bucket, in_percent, BUCKETS};
 pub use explain::explain;
 pub use matcher::{sticky_key, Criterion, Verdict};
 
-use matcher::{evaluate, Buckets};
+use matcher::{evaluate, Buckets, Lazy};
+use patterns::SqlPatterns;
 
 /// What routing knows about the session a statement comes from.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +58,7 @@ pub struct Router {
     rollback: bool,
     defaults: Route,
     rules: Vec<Rule>,
+    sql_patterns: SqlPatterns,
 }
 
 impl Router {
@@ -64,6 +67,7 @@ impl Router {
             rollback: config.rollback,
             defaults: config.defaults,
             rules: config.rules.clone(),
+            sql_patterns: SqlPatterns::new(&config.rules),
         }
     }
 
@@ -88,10 +92,13 @@ impl Router {
                 bucket: None,
             };
         }
-        let mut buckets = Buckets::new(ctx);
+        let mut lazy = Lazy {
+            buckets: Buckets::new(ctx),
+            sql: self.sql_patterns.matcher(sql),
+        };
         let mut consulted = None;
         for (i, rule) in self.rules.iter().enumerate() {
-            let verdict = evaluate(rule, stmt, sql, ctx, &mut buckets);
+            let verdict = evaluate(i, rule, stmt, ctx, &mut lazy);
             observe(i, verdict);
             match verdict {
                 Verdict::Mismatch(_) => {}
