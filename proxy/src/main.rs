@@ -117,7 +117,8 @@ fn main() -> ExitCode {
         }
         Command::Run { config } => run(&config, cli.log_format),
         Command::Demo { yes } => {
-            logging::init(cli.log_format.unwrap_or(logging::Format::Text));
+            // The tour prints its own story; logs only when something is wrong.
+            logging::init_with_default(cli.log_format.unwrap_or(logging::Format::Text), "warn");
             runtime_then(|| async move { pgshift::demo::run(yes).await })
         }
     }

@@ -28,13 +28,23 @@ pub struct Loaded {
     pub version: u64,
     pub loaded_at: SystemTime,
     pub config: Config,
-    pub client_auth: ClientAuth,
+    pub client_auth: Arc<ClientAuth>,
     pub router: Router,
 }
 
 impl Loaded {
     pub fn new(version: u64, config: Config) -> anyhow::Result<Self> {
-        let client_auth = ClientAuth::new(&config.auth)?;
+        Self::with_auth(version, config, None)
+    }
+
+    /// Reuses `previous`' client authentication when the `auth` section
+    /// did not change: deriving SCRAM verifiers costs a PBKDF2 per user,
+    /// which a reload (rollback: true, say) should not pay.
+    fn with_auth(version: u64, config: Config, previous: Option<&Loaded>) -> anyhow::Result<Self> {
+        let client_auth = match previous {
+            Some(p) if p.config.auth == config.auth => Arc::clone(&p.client_auth),
+            _ => Arc::new(ClientAuth::new(&config.auth)?),
+        };
         let router = Router::new(&config);
         Ok(Loaded {
             version,
@@ -116,7 +126,7 @@ impl Shared {
                 "changed in the configuration file; takes effect after a restart"
             );
         }
-        let loaded = match Loaded::new(old.version + 1, config) {
+        let loaded = match Loaded::with_auth(old.version + 1, config, Some(&old)) {
             Ok(l) => Arc::new(l),
             Err(e) => {
                 drop(log);

@@ -121,8 +121,11 @@ pub use proxy::{
     TRUST_AUTH,
 };
 
-/// The built `pgshift` binary: `$PGSHIFT_BIN`, else next to this test
-/// executable's profile directory (built on demand when missing).
+/// The built `pgshift` binary: `$PGSHIFT_BIN`, else the one `cargo test
+/// --workspace` builds next to the test executables (the proxy crate's own
+/// `tests/binary.rs` makes cargo build it), else built here on demand.
+/// Running only this crate's tests after changing the proxy? Build the
+/// binary first (`cargo build -p pgshift`) or run the whole workspace.
 pub fn pgshift_bin() -> std::path::PathBuf {
     if let Some(p) = std::env::var_os("PGSHIFT_BIN") {
         return p.into();
@@ -137,6 +140,9 @@ pub fn pgshift_bin() -> std::path::PathBuf {
                 .and_then(|d| d.parent())
                 .expect("target layout");
             let bin = profile_dir.join("pgshift");
+            if bin.exists() {
+                return bin;
+            }
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = std::process::Command::new(cargo);
             cmd.args(["build", "-p", "pgshift", "--bin", "pgshift"]);

@@ -77,8 +77,9 @@ pub struct Requests<'a> {
     /// The backend of the latest batch; a transaction's pin.
     current: BackendId,
     batch: Batch,
-    /// A BEGIN answered by pgshift and not yet sent anywhere.
-    held_begin: Option<Bytes>,
+    /// A BEGIN answered by pgshift and not yet sent anywhere: a Query, or
+    /// extended-protocol messages ending with Sync.
+    held_begin: Option<Vec<Frame>>,
     state: SessionState,
 }
 
@@ -178,7 +179,7 @@ impl<'a> Requests<'a> {
             .map(str::to_owned);
         let class = sql.as_deref().map(|s| self.shared.classifier.classify(s));
         if let (Some(class), Batch::Idle) = (&class, &self.batch) {
-            if self.try_hold_transaction(class, frame.as_bytes()).await? {
+            if self.try_hold_transaction(class, &frame).await? {
                 return Ok(());
             }
         }
@@ -205,7 +206,7 @@ impl<'a> Requests<'a> {
     async fn try_hold_transaction(
         &mut self,
         class: &Classification,
-        query: &[u8],
+        query: &Frame,
     ) -> Result<bool, RelayError> {
         let [only] = class.statements.as_slice() else {
             return Ok(false);
@@ -220,8 +221,8 @@ impl<'a> Requests<'a> {
                 if self.exp.visible_status() != TransactionStatus::Idle {
                     return Ok(false);
                 }
-                self.held_begin = Some(Bytes::copy_from_slice(query));
-                let tag = if starts_with_word(query_text(query), "start") {
+                self.held_begin = Some(vec![query.clone()]);
+                let tag = if starts_with_word(query_text(query.as_bytes()), "start") {
                     "START TRANSACTION"
                 } else {
                     "BEGIN"
@@ -243,16 +244,154 @@ impl<'a> Requests<'a> {
         }
     }
 
+    /// The extended-protocol form of [`Self::try_hold_transaction`]: a batch
+    /// (ending with Sync) that only begins, or only ends an empty held,
+    /// transaction is answered here. Gives the frames back when it is not
+    /// such a batch.
+    async fn try_hold_extended(
+        &mut self,
+        frames: Vec<Frame>,
+    ) -> Result<Option<Vec<Frame>>, RelayError> {
+        let Some((txn, begin_tag)) = self.batch_txn(&frames)? else {
+            return Ok(Some(frames));
+        };
+        let status = match (&txn, &self.held_begin) {
+            (TxnControl::Begin, None) => {
+                if !self.exp.is_empty() {
+                    self.flush().await?;
+                    self.exp.wait_empty().await;
+                }
+                if self.exp.visible_status() != TransactionStatus::Idle {
+                    return Ok(Some(frames));
+                }
+                TransactionStatus::InTransaction
+            }
+            (
+                TxnControl::Commit { chain: false } | TxnControl::Rollback { chain: false },
+                Some(_),
+            ) => TransactionStatus::Idle,
+            _ => return Ok(Some(frames)),
+        };
+        let command_tag = match txn {
+            TxnControl::Begin => begin_tag,
+            TxnControl::Commit { .. } => "COMMIT",
+            _ => "ROLLBACK",
+        };
+        let mut out = BytesMut::new();
+        for f in &frames {
+            synth_reply(&mut out, f, command_tag, status);
+        }
+        self.exp.push(Expect::Synth {
+            bytes: out.freeze(),
+            status,
+        });
+        if status == TransactionStatus::Idle {
+            // Statements parsed in this batch exist for the client; the
+            // backends get them with the next catch-up.
+            for f in frames.iter().filter(|f| f.tag() == tag::PARSE) {
+                if let Ok(p) = Parse::decode(f.body()) {
+                    let class = self
+                        .shared
+                        .classifier
+                        .classify(p.sql_str().unwrap_or_default());
+                    self.state.parsed_nowhere(
+                        Bytes::copy_from_slice(p.name),
+                        f.clone().into_bytes(),
+                        class,
+                    );
+                }
+            }
+            self.held_begin = None;
+        } else {
+            self.held_begin = Some(frames);
+        }
+        Ok(None)
+    }
+
+    /// When every statement an extended batch runs is the same kind of
+    /// transaction control (BEGIN, COMMIT or ROLLBACK), that kind and the
+    /// command tag a BEGIN would report.
+    fn batch_txn(
+        &self,
+        frames: &[Frame],
+    ) -> Result<Option<(TxnControl, &'static str)>, RelayError> {
+        let mut parsed: Vec<(&[u8], Arc<Classification>, &str)> = Vec::new();
+        let mut found: Option<(TxnControl, &'static str)> = None;
+        let mut executes = false;
+        let mut consider = |class: &Classification, sql: &str| -> bool {
+            let [only] = class.statements.as_slice() else {
+                return false;
+            };
+            let Some(txn) = &only.txn else { return false };
+            if !matches!(
+                txn,
+                TxnControl::Begin
+                    | TxnControl::Commit { chain: false }
+                    | TxnControl::Rollback { chain: false }
+            ) {
+                return false;
+            }
+            let tag = if starts_with_word(sql.as_bytes(), "start") {
+                "START TRANSACTION"
+            } else {
+                "BEGIN"
+            };
+            match &found {
+                None => {
+                    found = Some((txn.clone(), tag));
+                    true
+                }
+                Some((t, _)) => t == txn,
+            }
+        };
+        for f in frames {
+            match f.tag() {
+                tag::PARSE => {
+                    let p = Parse::decode(f.body()).map_err(RelayError::ClientProtocol)?;
+                    let Some(sql) = p.sql_str() else {
+                        return Ok(None);
+                    };
+                    let class = self.shared.classifier.classify(sql);
+                    if !consider(&class, sql) {
+                        return Ok(None);
+                    }
+                    parsed.push((p.name, class, sql));
+                }
+                tag::BIND => {
+                    let b = Bind::decode(f.body()).map_err(RelayError::ClientProtocol)?;
+                    let known = parsed
+                        .iter()
+                        .rev()
+                        .find(|(n, _, _)| *n == b.statement)
+                        .map(|(_, c, s)| (Arc::clone(c), s.to_string()));
+                    let known = known.or_else(|| {
+                        self.state.statement(b.statement).map(|p| {
+                            let sql = Parse::decode(&p.parse[pgshift_protocol::HEADER_LEN..])
+                                .ok()
+                                .and_then(|q| q.sql_str().map(str::to_owned))
+                                .unwrap_or_default();
+                            (Arc::clone(&p.class), sql)
+                        })
+                    });
+                    let Some((class, sql)) = known else {
+                        return Ok(None);
+                    };
+                    if !consider(&class, &sql) {
+                        return Ok(None);
+                    }
+                }
+                tag::EXECUTE => executes = true,
+                tag::DESCRIBE | tag::SYNC => {}
+                _ => return Ok(None),
+            }
+        }
+        // Preparing a BEGIN (Parse and Sync, no Execute) begins nothing.
+        Ok(found.filter(|_| executes))
+    }
+
     fn synth(&mut self, command_tag: &str, status: TransactionStatus) {
         let mut b = BytesMut::new();
-        encode::frame(
-            &mut b,
-            pgshift_protocol::backend::tag::COMMAND_COMPLETE,
-            |b| {
-                b.extend_from_slice(command_tag.as_bytes());
-                b.extend_from_slice(&[0]);
-            },
-        );
+        command_complete(&mut b, command_tag);
         encode::ready_for_query(&mut b, status);
         self.exp.push(Expect::Synth {
             bytes: b.freeze(),
@@ -361,6 +500,26 @@ impl<'a> Requests<'a> {
     }
 
     async fn on_sync_or_flush(&mut self, frame: Frame) -> Result<(), RelayError> {
+        if frame.tag() == tag::SYNC {
+            if let Batch::Held(frames) = &mut self.batch {
+                frames.push(frame);
+                let frames = std::mem::take(frames);
+                self.batch = Batch::Idle;
+                return match self.try_hold_extended(frames).await? {
+                    None => Ok(()),
+                    Some(mut frames) => {
+                        let sync = frames.pop();
+                        self.batch = Batch::Held(frames);
+                        let b = self.open_unrouted().await?;
+                        if let Some(sync) = sync {
+                            self.send(b, &sync);
+                        }
+                        self.batch = Batch::Idle;
+                        Ok(())
+                    }
+                };
+            }
+        }
         let b = match self.batch {
             Batch::Open(b) => b,
             _ => self.open_unrouted().await?,
@@ -474,7 +633,10 @@ impl<'a> Requests<'a> {
             }
         }
         if let Some(begin) = self.held_begin.take() {
-            self.out[b.index()].extend_from_slice(&begin);
+            for f in &begin {
+                self.note_extended(f, b)?;
+                self.send(b, f);
+            }
             self.exp.push(Expect::Swallow {
                 backend: b,
                 what: "BEGIN",
@@ -542,6 +704,34 @@ impl<'a> Requests<'a> {
             self.out[i].clear();
         }
         Ok(())
+    }
+}
+
+fn command_complete(out: &mut BytesMut, command_tag: &str) {
+    encode::frame(out, pgshift_protocol::backend::tag::COMMAND_COMPLETE, |b| {
+        b.extend_from_slice(command_tag.as_bytes());
+        b.extend_from_slice(&[0]);
+    });
+}
+
+/// What a backend would answer to one message of a transaction-control
+/// batch: these statements take no parameters and return no rows.
+fn synth_reply(out: &mut BytesMut, f: &Frame, command_tag: &str, status: TransactionStatus) {
+    use pgshift_protocol::backend::tag as b;
+    match f.tag() {
+        tag::PARSE => encode::frame(out, b::PARSE_COMPLETE, |_| {}),
+        tag::BIND => encode::frame(out, b::BIND_COMPLETE, |_| {}),
+        tag::DESCRIBE => {
+            if f.body().first() == Some(&b'S') {
+                encode::frame(out, b::PARAMETER_DESCRIPTION, |o| {
+                    o.extend_from_slice(&0i16.to_be_bytes())
+                });
+            }
+            encode::frame(out, b::NO_DATA, |_| {});
+        }
+        tag::EXECUTE => command_complete(out, command_tag),
+        tag::SYNC => encode::ready_for_query(out, status),
+        _ => {}
     }
 }
 

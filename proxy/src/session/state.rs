@@ -87,6 +87,26 @@ impl SessionState {
         self.statements.insert(name, Prepared { parse, class, on });
     }
 
+    /// A Parse pgshift answered itself (in a transaction-control batch):
+    /// no backend has it yet; each gets it with its next catch-up.
+    pub fn parsed_nowhere(&mut self, name: Bytes, parse: Bytes, class: Arc<Classification>) {
+        if let Some(old) = self.statements.get(&name) {
+            for b in BackendId::ALL {
+                if old.on[b.index()] && !name.is_empty() {
+                    self.pending_close[b.index()].push(name.clone());
+                }
+            }
+        }
+        self.statements.insert(
+            name,
+            Prepared {
+                parse,
+                class,
+                on: [false; 2],
+            },
+        );
+    }
+
     /// A Close of a prepared statement sent to `backend`.
     pub fn closed(&mut self, name: &[u8], backend: BackendId) {
         if let Some(p) = self.statements.remove(name) {

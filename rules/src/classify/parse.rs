@@ -10,6 +10,18 @@ use super::functions::WriteFunctions;
 use super::tables::Walk;
 use super::{digest, fallback, kind, Classification, Statement};
 
+/// What classification needs besides the text.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub write_functions: WriteFunctions,
+    /// Longer texts are not parsed (see [`classify_text`]).
+    pub max_parse_bytes: usize,
+}
+
+/// How much of a text too long to parse is scanned for its digest and
+/// tables: the statement kind and target table come first.
+const OVERSIZE_SCAN_BYTES: usize = 64 * 1024;
+
 /// Which way a text was classified, for the classifier's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ParsePath {
@@ -18,12 +30,37 @@ pub(crate) enum ParsePath {
     /// [`fallback::too_deep`].
     TooDeep,
     Unparsed,
+    TooLarge,
 }
 
-pub(crate) fn classify_text(
-    sql: &str,
-    write_functions: &WriteFunctions,
-) -> (Classification, ParsePath) {
+/// Classifies `sql`. Texts over `max_parse_bytes` are not parsed: a parse
+/// costs about 0.3 s and 200 MB per MB of text (the protobuf tree is large),
+/// so one hostile or bulk statement could stall a worker thread and exhaust
+/// memory. They are classified like text that does not parse (one
+/// conservative write), from a scan of their first 64 KiB; in practice they
+/// are multi-row INSERTs and COPY-like loads, which are writes anyway.
+pub(crate) fn classify_text(sql: &str, settings: &Settings) -> (Classification, ParsePath) {
+    if sql.len() > settings.max_parse_bytes {
+        let mut cut = OVERSIZE_SCAN_BYTES.min(sql.len());
+        while !sql.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let head = &sql[..cut];
+        let tokens = digest::scan(head);
+        let digest = digest::digest(head, tokens.as_deref());
+        let classification = Classification {
+            statements: vec![fallback::unparsed(sql, tokens.as_deref())],
+            parse_error: Some(format!(
+                "not parsed: the text is {} bytes, over the {} byte classification limit",
+                sql.len(),
+                settings.max_parse_bytes
+            )),
+            fingerprint: digest.fingerprint,
+            normalized: digest.normalized,
+        };
+        return (classification, ParsePath::TooLarge);
+    }
+    let write_functions = &settings.write_functions;
     let tokens = digest::scan(sql);
     let digest = digest::digest(sql, tokens.as_deref());
     let (statements, parse_error, path) = match pg_query::parse(sql, 0) {
@@ -128,8 +165,10 @@ pub(super) fn is_space(c: char) -> bool {
 /// (which does not build the protobuf tree) and decode each statement on its
 /// own, so only the deep ones lose precision.
 fn too_deep(sql: &str, write_functions: &WriteFunctions) -> Vec<Statement> {
-    let Ok(pieces) = pg_query::split_with_parser(sql) else {
-        return vec![fallback::too_deep(sql, 0, write_functions)];
+    let pieces = match pg_query::split_with_parser(sql) {
+        // One statement: it is the deep one, no need to parse it again.
+        Ok(pieces) if pieces.len() > 1 => pieces,
+        _ => return vec![fallback::too_deep(sql, 0, write_functions)],
     };
     let base = sql.as_ptr() as usize;
     let mut out = Vec::with_capacity(pieces.len());
