@@ -7,12 +7,14 @@
 pub mod admin;
 pub mod backend;
 pub mod cluster;
+pub mod compare;
 pub mod config_file;
 pub mod demo;
 pub mod logging;
 pub mod reload;
 pub mod server;
 pub mod session;
+pub mod stats;
 pub mod stream;
 pub mod tls;
 mod wire;

@@ -11,7 +11,8 @@ mod hash;
 pub mod route;
 
 pub use classify::{
-    Classification, Classifier, ClassifierStats, SessionEffect, Statement, TxnControl,
+    Classification, Classifier, ClassifierOptions, ClassifierStats, SessionEffect, Statement,
+    TxnControl,
 };
 pub use config::{
     parse_config, Auth, AuthMethod, AuthUser, Backend, BackendId, BackendTls, Backends,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use pgshift_rules::{Classifier, Kind, SessionEffect, TableName, TxnControl};
+use pgshift_rules::{Classifier, ClassifierOptions, Kind, SessionEffect, TableName, TxnControl};
 
 fn classifier() -> Classifier {
     Classifier::new(1000)
@@ -433,10 +433,50 @@ fn cache_is_shared_across_threads() {
 
 #[test]
 fn extra_write_functions() {
-    let cl = Classifier::with_write_functions(10, ["bump_counter".to_owned()]);
+    let cl = Classifier::with_options(ClassifierOptions {
+        write_functions: vec!["bump_counter".to_owned()],
+        ..ClassifierOptions::default()
+    });
     assert_eq!(cl.classify("SELECT bump_counter(1)").kind(), Kind::Write);
     assert_eq!(
         classifier().classify("SELECT bump_counter(1)").kind(),
         Kind::Read
     );
+}
+
+#[test]
+fn texts_over_the_parse_limit_are_not_parsed() {
+    let cl = Classifier::with_options(ClassifierOptions {
+        max_parse_bytes: 10_000,
+        ..ClassifierOptions::default()
+    });
+    let rows = vec!["(1, 'secret')"; 2000].join(", ");
+    let sql = format!("INSERT INTO audit.events (id, v) VALUES {rows}");
+    let c = cl.classify(&sql);
+    assert_eq!(c.kind(), Kind::Write);
+    assert_eq!(c.statements.len(), 1);
+    assert_eq!(
+        c.statements[0].tables,
+        [TableName::new(Some("audit"), "events")]
+    );
+    assert_eq!(c.statements[0].span, 0..sql.len());
+    assert!(c
+        .parse_error
+        .as_deref()
+        .unwrap()
+        .contains("classification limit"));
+    assert!(c
+        .normalized
+        .starts_with("INSERT INTO audit.events (id, v) VALUES ($1, $2), ($3, $4)"));
+    assert!(!c.normalized.contains("secret"));
+    let s = cl.stats();
+    assert_eq!((s.too_large, s.parse_failures, s.entries), (1, 0, 1));
+    assert!(
+        Arc::ptr_eq(&c, &cl.classify(&sql)),
+        "still cached: it is under 64 KiB"
+    );
+    // Just under the limit is parsed as usual.
+    let small = format!("INSERT INTO t VALUES {}", vec!["(1)"; 1000].join(","));
+    assert!(small.len() < 10_000);
+    assert!(cl.classify(&small).parse_error.is_none());
 }

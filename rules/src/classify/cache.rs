@@ -22,16 +22,43 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::functions::WriteFunctions;
-use super::parse::{classify_text, ParsePath};
+use super::parse::{classify_text, ParsePath, Settings};
 use super::Classification;
 
 /// Longest text kept in the cache.
 pub const MAX_CACHED_TEXT_BYTES: usize = 64 * 1024;
-/// Default memory budget over all shards (texts plus classifications).
-pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 const MAX_SHARDS: usize = 64;
 /// Per-entry overhead beyond the text and classification (slot, index).
 const ENTRY_OVERHEAD: usize = 64;
+
+/// How a [`Classifier`] is sized and what it counts as a write.
+#[derive(Debug, Clone)]
+pub struct ClassifierOptions {
+    /// Texts kept in the cache; 0 disables caching. Default 10 000.
+    pub capacity: usize,
+    /// Memory budget of the cache over all shards (texts plus
+    /// classifications). Default 64 MiB.
+    pub cache_bytes: usize,
+    /// Longer texts are not parsed but classified as one conservative write
+    /// from a scan of their head: parsing costs about 0.3 s of CPU and
+    /// 200 MB of memory per MB of text. Default 256 KiB.
+    pub max_parse_bytes: usize,
+    /// Function names (as Postgres stores them: unquoted names in lower
+    /// case, no schema) whose call makes a SELECT a write, on top of
+    /// [`super::DEFAULT_WRITE_FUNCTIONS`].
+    pub write_functions: Vec<String>,
+}
+
+impl Default for ClassifierOptions {
+    fn default() -> Self {
+        ClassifierOptions {
+            capacity: 10_000,
+            cache_bytes: 64 << 20,
+            max_parse_bytes: 256 << 10,
+            write_functions: Vec::new(),
+        }
+    }
+}
 
 /// Classifies query texts, remembering recent results. `Send + Sync`; share
 /// one per configuration (or per process) behind an `Arc`.
@@ -40,16 +67,18 @@ pub struct Classifier {
     /// Bits of the hash below the top used to pick the shard.
     shard_shift: u32,
     hasher: RandomState,
-    write_functions: WriteFunctions,
+    settings: Settings,
     /// Rare events, so a shared atomic costs nothing on the hit path.
     parse_failures: AtomicU64,
     too_deep: AtomicU64,
+    too_large: AtomicU64,
 }
 
 /// Counters since the classifier was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClassifierStats {
     pub hits: u64,
+    /// Lookups that had to classify (texts too long to cache included).
     pub misses: u64,
     /// Texts that did not parse (classified as one conservative write).
     /// Counted per classification, so a cached failure counts once.
@@ -57,35 +86,25 @@ pub struct ClassifierStats {
     /// Texts that parsed but were too deep to decode and were classified
     /// from the parser's summary instead.
     pub too_deep: u64,
+    /// Texts over `max_parse_bytes`, classified without parsing.
+    pub too_large: u64,
     pub entries: usize,
     /// Approximate bytes held by cached entries.
     pub bytes: usize,
 }
 
 impl Classifier {
-    /// A classifier caching up to `capacity` texts (0 disables caching) in
-    /// at most [`DEFAULT_CACHE_BYTES`].
+    /// A classifier caching up to `capacity` texts (0 disables caching),
+    /// otherwise with the default [`ClassifierOptions`].
     pub fn new(capacity: usize) -> Self {
-        Self::with_limits(capacity, DEFAULT_CACHE_BYTES)
-    }
-
-    /// As [`Classifier::new`] with an explicit byte budget.
-    pub fn with_limits(capacity: usize, max_bytes: usize) -> Self {
-        Self::build(capacity, max_bytes, WriteFunctions::default())
-    }
-
-    /// As [`Classifier::new`], with more function names (as Postgres stores
-    /// them: unquoted names in lower case, no schema) whose call makes a
-    /// SELECT a write, on top of [`super::DEFAULT_WRITE_FUNCTIONS`].
-    pub fn with_write_functions(capacity: usize, names: impl IntoIterator<Item = String>) -> Self {
-        Self::build(
+        Self::with_options(ClassifierOptions {
             capacity,
-            DEFAULT_CACHE_BYTES,
-            WriteFunctions::with_extra(names),
-        )
+            ..ClassifierOptions::default()
+        })
     }
 
-    fn build(capacity: usize, max_bytes: usize, write_functions: WriteFunctions) -> Self {
+    pub fn with_options(options: ClassifierOptions) -> Self {
+        let capacity = options.capacity;
         // Enough shards to spread contention, few enough that each still
         // holds a useful number of entries (at least 32).
         let shards = (capacity / 32).clamp(1, MAX_SHARDS);
@@ -95,41 +114,51 @@ impl Classifier {
             shards.next_power_of_two() / 2
         };
         let per_shard = capacity.div_ceil(shards);
-        let bytes_per_shard = max_bytes / shards;
+        let bytes_per_shard = options.cache_bytes / shards;
         Classifier {
             shards: (0..shards)
                 .map(|_| Shard::new(per_shard, bytes_per_shard))
                 .collect(),
             shard_shift: 64 - shards.trailing_zeros(),
             hasher: RandomState::new(),
-            write_functions,
+            settings: Settings {
+                write_functions: WriteFunctions::with_extra(options.write_functions),
+                max_parse_bytes: options.max_parse_bytes,
+            },
             parse_failures: AtomicU64::new(0),
             too_deep: AtomicU64::new(0),
+            too_large: AtomicU64::new(0),
         }
     }
 
     /// The classification of `sql`, from the cache when this exact text was
     /// classified recently.
     pub fn classify(&self, sql: &str) -> Arc<Classification> {
+        if sql.len() > MAX_CACHED_TEXT_BYTES {
+            // Not even hashed: hashing a huge text costs more than scanning
+            // its head, and it would not be kept anyway.
+            self.shards[0].lock().misses += 1;
+            return Arc::new(self.classify_uncached(sql));
+        }
         let hash = self.hasher.hash_one(sql);
         let shard = &self.shards[self.shard_index(hash)];
         if let Some(hit) = shard.lock().get(hash, sql) {
             return hit;
         }
-        let (classification, path) = classify_text(sql, &self.write_functions);
-        match path {
-            ParsePath::Parsed => {}
-            ParsePath::TooDeep => {
-                self.too_deep.fetch_add(1, Ordering::Relaxed);
-            }
-            ParsePath::Unparsed => {
-                self.parse_failures.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        let classification = Arc::new(classification);
-        if sql.len() <= MAX_CACHED_TEXT_BYTES {
-            shard.lock().insert(hash, sql, Arc::clone(&classification));
-        }
+        let classification = Arc::new(self.classify_uncached(sql));
+        shard.lock().insert(hash, sql, Arc::clone(&classification));
+        classification
+    }
+
+    fn classify_uncached(&self, sql: &str) -> Classification {
+        let (classification, path) = classify_text(sql, &self.settings);
+        let counter = match path {
+            ParsePath::Parsed => return classification,
+            ParsePath::TooDeep => &self.too_deep,
+            ParsePath::Unparsed => &self.parse_failures,
+            ParsePath::TooLarge => &self.too_large,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         classification
     }
 
@@ -137,6 +166,7 @@ impl Classifier {
         let mut stats = ClassifierStats {
             parse_failures: self.parse_failures.load(Ordering::Relaxed),
             too_deep: self.too_deep.load(Ordering::Relaxed),
+            too_large: self.too_large.load(Ordering::Relaxed),
             ..ClassifierStats::default()
         };
         for shard in self.shards.iter() {
@@ -337,7 +367,11 @@ mod tests {
 
     #[test]
     fn byte_budget_and_oversized_texts() {
-        let c = Classifier::with_limits(1000, 20_000);
+        let c = Classifier::with_options(ClassifierOptions {
+            capacity: 1000,
+            cache_bytes: 20_000,
+            ..ClassifierOptions::default()
+        });
         for i in 0..100 {
             c.classify(&format!("SELECT {i}, '{}'", "x".repeat(500)));
         }

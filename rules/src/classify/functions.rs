@@ -17,7 +17,9 @@ use std::collections::HashSet;
 /// - advisory locks: every `pg_advisory_*` / `pg_try_advisory_*` variant,
 ///   session and transaction level, lock and unlock (a lock taken on one
 ///   backend is not held on the other);
-/// - large objects: see [`is_large_object_function`];
+/// - large objects: every function named `lo_*` (the large-object API:
+///   most of it writes, and `lo_open`'s descriptors exist only on the
+///   backend that opened them), plus `loread` and `lowrite`;
 /// - `pg_notify`, `set_config` (session state), `txid_current` and
 ///   `pg_current_xact_id` (they assign a transaction id), `pg_export_snapshot`;
 /// - server administration: backend signalling, config reload, log rotation,
@@ -26,7 +28,7 @@ use std::collections::HashSet;
 /// - `dblink_exec` (runs SQL elsewhere).
 ///
 /// Deployments add their own write-functions with
-/// [`super::Classifier::with_write_functions`].
+/// [`super::ClassifierOptions::write_functions`].
 pub const DEFAULT_WRITE_FUNCTIONS: &[&str] = &[
     "currval",
     "dblink_exec",

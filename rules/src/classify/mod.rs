@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use crate::config::{Kind, TableName};
 
-pub use cache::{Classifier, ClassifierStats};
+pub use cache::{Classifier, ClassifierOptions, ClassifierStats, MAX_CACHED_TEXT_BYTES};
 pub use functions::DEFAULT_WRITE_FUNCTIONS;
 
 /// Everything routing needs to know about one query text (a simple-protocol
@@ -37,14 +37,19 @@ pub struct Classification {
     /// One per statement, in order; empty for an empty query string (or one
     /// holding only comments and semicolons).
     pub statements: Vec<Statement>,
-    /// Set when the text did not parse. `statements` then holds exactly one
-    /// conservative [`Kind::Write`] entry covering the whole text, with the
-    /// tables a token scan could find after FROM, JOIN, INTO, UPDATE, ...
+    /// Set when the text did not parse, or was not parsed because it is
+    /// longer than [`ClassifierOptions::max_parse_bytes`]. `statements` then
+    /// holds exactly one conservative [`Kind::Write`] entry covering the
+    /// whole text, with the tables a token scan could find after FROM,
+    /// JOIN, INTO, UPDATE, ... Postgres' message may quote a token of the
+    /// text (a literal, possibly): log `normalized` rather than this when
+    /// literals must stay out of logs.
     pub parse_error: Option<String>,
     /// Groups texts that differ only in constants, whitespace, comments,
     /// keyword and unquoted-identifier case, and the number of constants in
     /// `IN (...)`, `ARRAY[...]` and `VALUES (...), (...)` lists. Stable across
-    /// instances and restarts (see [`crate::hash`]), so digests from several
+    /// instances and restarts (FNV-1a 64 with a fixed finaliser, the same hash
+    /// as sticky buckets: see [`crate::route::bucket`]), so digests from several
     /// proxies can be merged. Not pg_query's fingerprint, on purpose: that one
     /// ignores schema names and replaces relation names by their aliases, so
     /// `SELECT * FROM old.t` and `SELECT * FROM new.t` would share a digest

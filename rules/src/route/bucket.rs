@@ -1,32 +1,6 @@
-//! Sticky percentage buckets (SPEC guarantee 10).
-//!
-//! A rule with `percent: P` applies to a session when the bucket of the
-//! session's sticky key is below `P * 100`. The bucket is
-//!
-//! ```text
-//! bucket = H(sticky ++ "\0" ++ key) mod 10000
-//! ```
-//!
-//! where `sticky` is the rule's `sticky:` value as spelled in the config
-//! (`session`, `user`, `application_name`, `client_addr`), `key` is the
-//! UTF-8 text below, and `H` is FNV-1a 64 followed by MurmurHash3's `fmix64`
-//! (see [`crate::hash`]). Consequences:
-//!
-//! - the same key lands in the same bucket on every instance and after every
-//!   restart (no random seed, no platform dependence);
-//! - every rule sticky on the same thing puts a given key in the same
-//!   bucket, so raising a percentage only adds buckets: a key inside 10% is
-//!   inside 20%, in this rule or any other;
-//! - the `sticky` prefix keeps the dimensions independent: the sessions of
-//!   user `x` and of application `x` are not split the same way.
-//!
-//! Keys: `session` is the session's random 64-bit key in decimal; `user` and
-//! `application_name` are the startup values as sent (an empty application
-//! name is the empty key, shared by all such clients); `client_addr` is the
-//! address in its canonical text form (IPv4 dotted quad, IPv6 as RFC 5952),
-//! with IPv4-mapped IPv6 (`::ffff:10.1.2.3`) read as the IPv4 address so a
-//! client is bucketed alike by dual-stack and IPv4 listeners. Unix-socket
-//! clients have no address and share the empty key.
+//! Sticky percentage buckets (SPEC guarantee 10). The algorithm, which
+//! other tools may re-implement to predict a bucket, is documented on
+//! [`bucket`].
 
 use std::net::IpAddr;
 
@@ -37,6 +11,36 @@ use crate::hash::StableHasher;
 pub const BUCKETS: u16 = 10_000;
 
 /// The bucket of `key` for rules sticky on `sticky`.
+///
+/// A rule with `percent: P` applies to a session when the bucket of the
+/// session's sticky key is below `P * 100`. The bucket is
+///
+/// ```text
+/// bucket = H(sticky ++ "\0" ++ key) mod 10000
+/// ```
+///
+/// where `sticky` is the rule's `sticky:` value as spelled in the config
+/// (`session`, `user`, `application_name`, `client_addr`), `key` is the
+/// UTF-8 text below, and `H` is FNV-1a 64 (offset basis
+/// `0xcbf29ce484222325`, prime `0x100000001b3`) followed by MurmurHash3's
+/// `fmix64` finaliser (`h ^= h >> 33; h *= 0xff51afd7ed558ccd; h ^= h >> 33;
+/// h *= 0xc4ceb9fe1a85ec53; h ^= h >> 33`, wrapping). Consequences:
+///
+/// - the same key lands in the same bucket on every instance and after every
+///   restart (no random seed, no platform dependence);
+/// - every rule sticky on the same thing puts a given key in the same
+///   bucket, so raising a percentage only adds buckets: a key inside 10% is
+///   inside 20%, in this rule or any other;
+/// - the `sticky` prefix keeps the dimensions independent: the sessions of
+///   user `x` and of application `x` are not split the same way.
+///
+/// Keys: `session` is the session's random 64-bit key in decimal; `user` and
+/// `application_name` are the startup values as sent (an empty application
+/// name is the empty key, shared by all such clients); `client_addr` is the
+/// address in its canonical text form (IPv4 dotted quad, IPv6 as RFC 5952),
+/// with IPv4-mapped IPv6 (`::ffff:10.1.2.3`) read as the IPv4 address so a
+/// client is bucketed alike by dual-stack and IPv4 listeners. Unix-socket
+/// clients have no address and share the empty key.
 pub fn bucket(sticky: Sticky, key: &str) -> u16 {
     let mut h = StableHasher::new();
     h.write(sticky.as_str().as_bytes());
