@@ -189,8 +189,9 @@ fn compare_read(
             mirror: mirror.result_sets,
         });
     }
-    values_comparable &= compare_columns(primary, mirror, reasons);
-    if primary.ignored != mirror.ignored {
+    let same_columns = compare_columns(primary, mirror, reasons);
+    values_comparable &= same_columns;
+    if same_columns && primary.ignored != mirror.ignored {
         reasons.push(Reason::IgnoredColumns {
             primary: primary.ignored.clone(),
             mirror: mirror.ignored.clone(),

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use pgshift_protocol::backend::TransactionStatus;
 use pgshift_protocol::frontend::{self, tag, Bind, Parse, Query, TargetKind};
 use pgshift_protocol::{decode_frame, encode, Frame};
-use pgshift_rules::classify::{Classification, TxnControl};
+use pgshift_rules::classify::{may_change_session, Classification, TxnControl};
 use pgshift_rules::config::BackendId;
 use pgshift_rules::route::SessionContext;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -177,7 +177,17 @@ impl<'a> Requests<'a> {
             .map_err(RelayError::ClientProtocol)?
             .sql_str()
             .map(str::to_owned);
-        let class = sql.as_deref().map(|s| self.shared.classifier.classify(s));
+        // With no rule that could apply, a statement that cannot change the
+        // session's state is routed without being parsed.
+        let unparsed = matches!(self.batch, Batch::Idle)
+            && self.held_begin.is_none()
+            && self.shared.current().router.constant_primary().is_some()
+            && sql.as_deref().is_some_and(|s| !may_change_session(s));
+        let class = if unparsed {
+            None
+        } else {
+            sql.as_deref().map(|s| self.shared.classifier.classify(s))
+        };
         if let (Some(class), Batch::Idle) = (&class, &self.batch) {
             if self.try_hold_transaction(class, &frame).await? {
                 return Ok(());
@@ -186,7 +196,12 @@ impl<'a> Requests<'a> {
         let b = match (&self.batch, &class, &sql) {
             (Batch::Open(b), _, _) => *b,
             (_, Some(class), Some(sql)) => {
-                let b = self.decide(class, sql).await?;
+                let b = self.decide(Some((class, sql))).await?;
+                self.start_batch(b).await?;
+                b
+            }
+            _ if unparsed => {
+                let b = self.decide(None).await?;
                 self.start_batch(b).await?;
                 b
             }
@@ -408,7 +423,7 @@ impl<'a> Requests<'a> {
             return Ok(());
         }
         if let Some((class, sql)) = self.deciding(&frame)? {
-            let b = self.decide(&class, &sql).await?;
+            let b = self.decide(Some((&class, &sql))).await?;
             self.start_batch(b).await?;
             self.exp.push(Expect::Relay(b));
             self.send_held(b)?;
@@ -564,7 +579,12 @@ impl<'a> Requests<'a> {
     // ---- the routing steps ----
 
     /// Which backend serves a batch whose deciding statement is `class`.
-    async fn decide(&mut self, class: &Classification, sql: &str) -> Result<BackendId, RelayError> {
+    /// `None` when the statement was not classified because no rule can
+    /// apply (see `on_query`).
+    async fn decide(
+        &mut self,
+        statement: Option<(&Classification, &str)>,
+    ) -> Result<BackendId, RelayError> {
         loop {
             let pinned =
                 self.held_begin.is_none() && self.exp.visible_status() != TransactionStatus::Idle;
@@ -573,8 +593,9 @@ impl<'a> Requests<'a> {
             }
             // Outside a transaction a new configuration takes effect.
             self.loaded = self.shared.current();
-            let target = match class.first_routable() {
-                Some(stmt) => {
+            let routable = statement.and_then(|(class, sql)| Some((class.first_routable()?, sql)));
+            let target = match (routable, self.loaded.router.constant_primary()) {
+                (Some((stmt, sql)), _) => {
                     let text = sql.get(stmt.span.clone()).unwrap_or(sql);
                     self.loaded
                         .router
@@ -582,7 +603,8 @@ impl<'a> Requests<'a> {
                         .route
                         .primary
                 }
-                None => self.current,
+                (None, Some(constant)) if statement.is_none() => constant,
+                (None, _) => self.current,
             };
             if target == self.current {
                 return Ok(target);

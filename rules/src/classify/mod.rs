@@ -19,6 +19,7 @@ mod fallback;
 mod functions;
 mod kind;
 mod parse;
+mod quick;
 mod reflect;
 mod tables;
 
@@ -29,6 +30,7 @@ use crate::config::{Kind, TableName};
 
 pub use cache::{Classifier, ClassifierOptions, ClassifierStats, MAX_CACHED_TEXT_BYTES};
 pub use functions::DEFAULT_WRITE_FUNCTIONS;
+pub use quick::may_change_session;
 
 /// Everything routing needs to know about one query text (a simple-protocol
 /// Query message or an extended-protocol Parse), computed once and shared.

@@ -16,6 +16,7 @@ mod patterns;
 use std::net::IpAddr;
 
 use crate::classify::Statement;
+use crate::config::BackendId;
 use crate::config::{Config, Route, Rule};
 
 pub use bucket::{bucket, in_percent, BUCKETS};
@@ -121,6 +122,18 @@ impl Router {
 
     pub fn rollback(&self) -> bool {
         self.rollback
+    }
+
+    /// The primary every statement gets when no rule can apply (rollback,
+    /// or no rules): routing then needs no classification.
+    pub fn constant_primary(&self) -> Option<BackendId> {
+        if self.rollback {
+            Some(BackendId::Old)
+        } else if self.rules.is_empty() {
+            Some(self.defaults.primary)
+        } else {
+            None
+        }
     }
 
     pub fn rules(&self) -> &[Rule] {
