@@ -42,6 +42,7 @@ pub struct StreamScanner {
     remaining: usize,
     max_message_size: usize,
     streamable: fn(u8) -> bool,
+    whole_only: bool,
 }
 
 impl StreamScanner {
@@ -51,6 +52,7 @@ impl StreamScanner {
             remaining: 0,
             max_message_size,
             streamable: is_streamable,
+            whole_only: false,
         }
     }
 
@@ -60,6 +62,7 @@ impl StreamScanner {
             remaining: 0,
             max_message_size,
             streamable: is_streamable_frontend,
+            whole_only: false,
         }
     }
 
@@ -73,6 +76,14 @@ impl StreamScanner {
             Ok(Some(h)) => h.frame_len.saturating_sub(unscanned.len()),
             _ => 0,
         }
+    }
+
+    /// Whether DataRow/CopyData frames may be streamed in pieces (the
+    /// default) or must be delivered whole, bounded by the message size
+    /// limit, for a caller that reads their contents. Takes effect at the
+    /// next frame boundary.
+    pub fn set_streaming(&mut self, on: bool) {
+        self.whole_only = !on;
     }
 
     /// True between frames, i.e. when a whole frame will come next.
@@ -96,7 +107,7 @@ impl StreamScanner {
         // Streamed frames have no size limit of ours: Postgres bounds them
         // and pgshift never buffers one whole.
         let limit = match unscanned.first() {
-            Some(&t) if (self.streamable)(t) => u32::MAX as usize,
+            Some(&t) if (self.streamable)(t) && !self.whole_only => u32::MAX as usize,
             _ => self.max_message_size,
         };
         let Some(h) = peek_header(unscanned, limit)? else {
@@ -105,7 +116,7 @@ impl StreamScanner {
         if unscanned.len() >= h.frame_len {
             return Ok(Step::Frame(h));
         }
-        if (self.streamable)(h.tag) {
+        if (self.streamable)(h.tag) && !self.whole_only {
             self.remaining = h.frame_len - unscanned.len();
             return Ok(Step::Pass(unscanned.len()));
         }

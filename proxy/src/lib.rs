@@ -11,6 +11,7 @@ pub mod compare;
 pub mod config_file;
 pub mod demo;
 pub mod logging;
+pub mod mirror;
 pub mod reload;
 pub mod server;
 pub mod session;

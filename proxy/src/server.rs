@@ -68,6 +68,8 @@ pub struct Shared {
     pub backend_tls: Option<tokio_rustls::TlsConnector>,
     pub cancels: Arc<CancelRegistry>,
     pub classifier: Classifier,
+    pub mirroring: crate::mirror::MirrorHub,
+    pub digests: crate::stats::DigestStore,
 }
 
 /// Statements classified once and remembered: a repeated statement costs a
@@ -224,6 +226,8 @@ pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow:
         backend_tls,
         cancels: Arc::new(CancelRegistry::default()),
         classifier: Classifier::new(CLASSIFIER_CAPACITY),
+        mirroring: crate::mirror::MirrorHub::default(),
+        digests: crate::stats::DigestStore::new(crate::stats::DEFAULT_CAPACITY),
     });
     let shutdown = Shutdown::default();
     let done = CancellationToken::new();

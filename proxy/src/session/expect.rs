@@ -17,6 +17,7 @@ use pgshift_protocol::backend::TransactionStatus;
 use pgshift_rules::config::BackendId;
 use tokio::sync::Notify;
 
+use super::observe::Observer;
 use crate::stream::ReadHalf;
 
 /// Most batches a client may have outstanding before pgshift stops reading
@@ -31,8 +32,9 @@ pub enum Expect {
         leftover: BytesMut,
     },
     /// Forward the backend's messages to the client up to and including
-    /// its next ReadyForQuery.
-    Relay(BackendId),
+    /// its next ReadyForQuery, showing them to the observer (a mirrored
+    /// batch's mirror wants to know how it went).
+    Relay(BackendId, Option<Box<Observer>>),
     /// Read and drop the backend's messages up to its next ReadyForQuery;
     /// the request was pgshift's own.
     Swallow {
@@ -91,8 +93,8 @@ impl Expectations {
     /// is taken, since acting on it needs ownership).
     pub fn head(&self) -> Option<Head> {
         let mut q = self.lock();
-        match q.front()? {
-            Expect::Relay(b) => Some(Head::Relay(*b)),
+        match q.front_mut()? {
+            Expect::Relay(b, observer) => Some(Head::Relay(*b, observer.take())),
             Expect::Swallow { backend, what } => Some(Head::Swallow(*backend, what)),
             Expect::Attach { .. } | Expect::Synth { .. } => q.pop_front().map(Head::Owned),
         }
@@ -169,7 +171,7 @@ impl Expectations {
 }
 
 pub enum Head {
-    Relay(BackendId),
+    Relay(BackendId, Option<Box<Observer>>),
     Swallow(BackendId, &'static str),
     Owned(Expect),
 }

@@ -3,6 +3,7 @@
 
 mod client_auth;
 mod expect;
+pub mod observe;
 pub mod relay;
 mod requests;
 mod responses;
@@ -185,7 +186,7 @@ async fn negotiate_version(client: &mut Stream, startup: &StartupMessage) -> Res
     crate::wire::send(client, &mut out).await.map_err(|_| ())
 }
 
-async fn relay(est: Established, shared: &Shared, shutdown: Shutdown) {
+async fn relay(est: Established, shared: &Arc<Shared>, shutdown: Shutdown) {
     let Established {
         client,
         mut client_buf,
@@ -201,7 +202,15 @@ async fn relay(est: Established, shared: &Shared, shutdown: Shutdown) {
     let exp = Expectations::default();
 
     let outcome = {
-        let mut requests = Requests::new(shared, &info, &exp, &cancel, primary, backend_w);
+        let mut requests = Requests::new(
+            shared,
+            shutdown.force.clone(),
+            &info,
+            &exp,
+            &cancel,
+            primary,
+            backend_w,
+        );
         let mut responses = Responses::new(&mut client_w, &exp, max);
         responses.attach(primary, backend_r, backend.leftover);
         let outcome = relay::run(
@@ -242,6 +251,7 @@ async fn relay(est: Established, shared: &Shared, shutdown: Shutdown) {
         Err(e) => tracing::info!(error = %e, "session ended"),
     }
     let _ = client_w.shutdown().await;
+    shared.mirroring.session_ended(info.session_key);
 }
 
 /// Sends a FATAL ErrorResponse; the connection is closed by the caller.

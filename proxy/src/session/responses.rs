@@ -14,6 +14,7 @@ use pgshift_rules::config::BackendId;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::expect::{Expect, Expectations, Head};
+use super::observe::Observer;
 use super::relay::{End, RelayError};
 use crate::stream::{ReadHalf, WriteHalf};
 
@@ -68,12 +69,12 @@ impl<'a> Responses<'a> {
                     self.exp.notify_progress();
                 }
                 Some(Head::Owned(_)) => {}
-                Some(Head::Relay(b)) => {
-                    self.answer(b, None).await?;
+                Some(Head::Relay(b, observer)) => {
+                    self.answer(b, None, observer).await?;
                     self.exp.pop();
                 }
                 Some(Head::Swallow(b, what)) => {
-                    self.answer(b, Some(what)).await?;
+                    self.answer(b, Some(what), None).await?;
                     self.exp.pop();
                 }
             }
@@ -86,12 +87,16 @@ impl<'a> Responses<'a> {
         &mut self,
         backend: BackendId,
         swallow: Option<&'static str>,
+        mut observer: Option<Box<Observer>>,
     ) -> Result<(), RelayError> {
         let Some(r) = self.readers[backend.index()].as_mut() else {
             return Err(RelayError::Internal(
                 "answer expected from a backend that is not connected",
             ));
         };
+        // A compared answer's rows are hashed, so they must be seen whole.
+        r.scanner
+            .set_streaming(!observer.as_ref().is_some_and(|o| o.needs_rows()));
         loop {
             let mut at = 0;
             let mut ready = None;
@@ -103,6 +108,9 @@ impl<'a> Responses<'a> {
                 {
                     Step::Frame(h) => {
                         let body = &r.buf[at + HEADER_LEN..at + h.frame_len];
+                        if let Some(o) = observer.as_mut() {
+                            o.frame(h.tag, body);
+                        }
                         match h.tag {
                             tag::READY_FOR_QUERY => {
                                 ready = Some(
@@ -130,6 +138,9 @@ impl<'a> Responses<'a> {
             }
             r.buf.advance(at);
             if let Some(status) = ready {
+                if let Some(o) = observer.take() {
+                    o.finish();
+                }
                 if swallow.is_none() {
                     self.exp.set_visible_status(status);
                 }

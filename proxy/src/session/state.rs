@@ -11,13 +11,27 @@ use bytes::Bytes;
 use pgshift_rules::classify::{Classification, SessionEffect};
 use pgshift_rules::config::BackendId;
 
+/// Connections that can hold session state: the session's own link to
+/// each backend, and its mirror connection to each.
+pub const SLOTS: usize = 4;
+
+/// The slot of the session's own connection to `b`.
+pub fn link_slot(b: BackendId) -> usize {
+    b.index()
+}
+
+/// The slot of the session's mirror connection to `b`.
+pub fn mirror_slot(b: BackendId) -> usize {
+    2 + b.index()
+}
+
 /// A statement a client prepared with Parse.
 pub struct Prepared {
     /// The client's Parse message, replayed as it is.
     pub parse: Bytes,
     pub class: Arc<Classification>,
-    /// Which backends have it.
-    on: [bool; 2],
+    /// Which connections have it.
+    on: [bool; SLOTS],
 }
 
 /// What a backend must be sent before it serves the session's next batch.
@@ -55,10 +69,10 @@ pub struct SessionState {
     /// Bumped whenever the log changes; a backend is current when its mark
     /// equals it.
     generation: u64,
-    applied: [u64; 2],
-    /// Where each backend stands: the full log is replayed to a backend
-    /// whose mark is behind (replaying SET/LISTEN twice is harmless).
-    pending_close: [Vec<Bytes>; 2],
+    /// Where each connection stands: the full log is replayed to one whose
+    /// mark is behind (replaying SET/LISTEN twice is harmless).
+    applied: [u64; SLOTS],
+    pending_close: [Vec<Bytes>; SLOTS],
 }
 
 impl SessionState {
@@ -66,60 +80,73 @@ impl SessionState {
         self.statements.get(name)
     }
 
-    /// A Parse sent to `backend`.
-    pub fn parsed(
-        &mut self,
-        name: Bytes,
-        parse: Bytes,
-        class: Arc<Classification>,
-        backend: BackendId,
-    ) {
-        let mut on = [false; 2];
-        on[backend.index()] = true;
+    /// A Parse sent on connection `slot`.
+    pub fn parsed(&mut self, name: Bytes, parse: Bytes, class: Arc<Classification>, slot: usize) {
+        let mut on = [false; SLOTS];
+        on[slot] = true;
         // Re-parsing a name (the unnamed statement, or after a Close)
-        // replaces it everywhere: the other backend's copy is stale.
-        if let Some(old) = self.statements.get(&name) {
-            let other = backend.other();
-            if old.on[other.index()] && !name.is_empty() {
-                self.pending_close[other.index()].push(name.clone());
-            }
-        }
+        // replaces it everywhere: other connections' copies are stale.
+        self.forget_elsewhere(&name, slot);
         self.statements.insert(name, Prepared { parse, class, on });
     }
 
-    /// A Parse pgshift answered itself (in a transaction-control batch):
-    /// no backend has it yet; each gets it with its next catch-up.
-    pub fn parsed_nowhere(&mut self, name: Bytes, parse: Bytes, class: Arc<Classification>) {
-        if let Some(old) = self.statements.get(&name) {
-            for b in BackendId::ALL {
-                if old.on[b.index()] && !name.is_empty() {
-                    self.pending_close[b.index()].push(name.clone());
-                }
-            }
+    /// The same Parse also went to connection `slot` (a mirror).
+    pub fn also_parsed_on(&mut self, name: &[u8], slot: usize) {
+        if let Some(p) = self.statements.get_mut(name) {
+            p.on[slot] = true;
         }
+    }
+
+    /// A Parse pgshift answered itself (in a transaction-control batch):
+    /// no connection has it yet; each gets it with its next catch-up.
+    pub fn parsed_nowhere(&mut self, name: Bytes, parse: Bytes, class: Arc<Classification>) {
+        self.forget_elsewhere(&name, SLOTS);
         self.statements.insert(
             name,
             Prepared {
                 parse,
                 class,
-                on: [false; 2],
+                on: [false; SLOTS],
             },
         );
     }
 
-    /// A Close of a prepared statement sent to `backend`.
-    pub fn closed(&mut self, name: &[u8], backend: BackendId) {
-        if let Some(p) = self.statements.remove(name) {
-            let other = backend.other();
-            if p.on[other.index()] {
-                self.pending_close[other.index()].push(Bytes::copy_from_slice(name));
+    fn forget_elsewhere(&mut self, name: &Bytes, except: usize) {
+        if name.is_empty() {
+            return;
+        }
+        if let Some(old) = self.statements.get(name) {
+            for slot in 0..SLOTS {
+                if slot != except && old.on[slot] {
+                    self.pending_close[slot].push(name.clone());
+                }
             }
         }
     }
 
+    /// A Close of a prepared statement sent on connection `slot`.
+    pub fn closed(&mut self, name: &[u8], slot: usize) {
+        if let Some(p) = self.statements.remove(name) {
+            for other in 0..SLOTS {
+                if other != slot && p.on[other] {
+                    self.pending_close[other].push(Bytes::copy_from_slice(name));
+                }
+            }
+        }
+    }
+
+    /// Connection `slot` was replaced by a new one with no state at all.
+    pub fn reset(&mut self, slot: usize) {
+        self.applied[slot] = u64::MAX;
+        self.pending_close[slot].clear();
+        for p in self.statements.values_mut() {
+            p.on[slot] = false;
+        }
+    }
+
     /// Session-wide effects of statements sent to `backend`.
-    pub fn ran(&mut self, sql: &str, class: &Classification, backend: BackendId) {
-        let caught_up = self.applied[backend.index()] == self.generation;
+    pub fn ran(&mut self, sql: &str, class: &Classification, slot: usize) {
+        let caught_up = self.applied[slot] == self.generation;
         let mut changed = false;
         for stmt in &class.statements {
             let Some(effect) = &stmt.session else {
@@ -178,7 +205,7 @@ impl SessionState {
         if changed {
             self.generation += 1;
             if caught_up {
-                self.applied[backend.index()] = self.generation;
+                self.applied[slot] = self.generation;
             }
         }
     }
@@ -195,8 +222,8 @@ impl SessionState {
 
     /// What `backend` must run before the session's next batch there; the
     /// backend is counted as caught up from here on.
-    pub fn catch_up(&mut self, backend: BackendId) -> Catchup {
-        let i = backend.index();
+    pub fn catch_up(&mut self, slot: usize) -> Catchup {
+        let i = slot;
         let mut c = Catchup::default();
         if self.applied[i] != self.generation {
             c.sql = self.log.iter().map(|e| e.text.clone()).collect();

@@ -125,11 +125,11 @@ impl Router {
     }
 
     /// The primary every statement gets when no rule can apply (rollback,
-    /// or no rules): routing then needs no classification.
+    /// or no rules and no mirror): routing then needs no classification.
     pub fn constant_primary(&self) -> Option<BackendId> {
         if self.rollback {
             Some(BackendId::Old)
-        } else if self.rules.is_empty() {
+        } else if self.rules.is_empty() && self.defaults.mirror.is_none() {
             Some(self.defaults.primary)
         } else {
             None

@@ -16,16 +16,20 @@ use pgshift_protocol::backend::TransactionStatus;
 use pgshift_protocol::frontend::{self, tag, Bind, Parse, Query, TargetKind};
 use pgshift_protocol::{decode_frame, encode, Frame};
 use pgshift_rules::classify::{may_change_session, Classification, TxnControl};
-use pgshift_rules::config::BackendId;
+use pgshift_rules::config::{BackendId, Route};
 use pgshift_rules::route::SessionContext;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+mod mirroring;
 
 use super::expect::{Expect, Expectations};
 use super::relay::{End, RelayError};
 use super::responses::reserve_for_read;
-use super::state::SessionState;
+use super::state::{link_slot, SessionState};
 use crate::backend::cancel::SessionCancel;
 use crate::backend::{self, ConnectOptions};
+use crate::mirror::link::MirrorLink;
 use crate::server::{Loaded, Shared};
 use crate::stream::{ReadHalf, WriteHalf};
 
@@ -67,7 +71,9 @@ enum Batch {
 const MAX_HELD_BYTES: usize = 1 << 20;
 
 pub struct Requests<'a> {
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
+    /// Stops this session's mirror tasks when the grace period is over.
+    mirror_stop: CancellationToken,
     loaded: Arc<Loaded>,
     info: &'a SessionInfo,
     exp: &'a Expectations,
@@ -81,11 +87,28 @@ pub struct Requests<'a> {
     /// extended-protocol messages ending with Sync.
     held_begin: Option<Vec<Frame>>,
     state: SessionState,
+    /// The route of the latest decision; inside a transaction, the route
+    /// the transaction started with (its mirror included).
+    route: Route,
+    rule: Option<usize>,
+    mirrors: [Option<MirrorLink>; 2],
+    /// The mirrored batch being assembled, sent to the mirror at its end.
+    batch_mirror: Option<mirroring::BatchMirror>,
+    /// A held BEGIN just sent to the primary, for a mirror to replay too.
+    begun: Option<Vec<Frame>>,
+    /// Per mirror: the rest of this transaction is being dropped.
+    dropping: [bool; 2],
+    /// A COPY FROM STDIN whose data is still coming: Syncs are ignored by
+    /// the backend until CopyDone or CopyFail, so they end no batch here.
+    copy_in: Option<CopyIn>,
+    /// The latest Bind names a COPY ... FROM STDIN statement.
+    bound_copy_in: bool,
 }
 
 impl<'a> Requests<'a> {
     pub fn new(
-        shared: &'a Shared,
+        shared: &'a Arc<Shared>,
+        mirror_stop: CancellationToken,
         info: &'a SessionInfo,
         exp: &'a Expectations,
         cancel: &'a SessionCancel,
@@ -96,6 +119,7 @@ impl<'a> Requests<'a> {
         links[first.index()] = Some(link);
         Requests {
             shared,
+            mirror_stop,
             loaded: shared.current(),
             info,
             exp,
@@ -106,6 +130,18 @@ impl<'a> Requests<'a> {
             batch: Batch::Idle,
             held_begin: None,
             state: SessionState::default(),
+            route: Route {
+                primary: first,
+                mirror: None,
+                compare: false,
+            },
+            rule: None,
+            mirrors: [None, None],
+            batch_mirror: None,
+            begun: None,
+            dropping: [false; 2],
+            copy_in: None,
+            bound_copy_in: false,
         }
     }
 
@@ -150,7 +186,7 @@ impl<'a> Requests<'a> {
                     Batch::Idle => self.open_unrouted_idle().await?,
                 };
                 self.send(b, &frame);
-                self.exp.push(Expect::Relay(b));
+                self.exp.push(Expect::Relay(b, None));
                 Ok(())
             }
             // COPY data follows the statement that started the COPY; anything
@@ -162,6 +198,16 @@ impl<'a> Requests<'a> {
                     _ => self.current,
                 };
                 self.send(b, &frame);
+                if matches!(frame.tag(), tag::COPY_DONE | tag::COPY_FAIL) {
+                    // A simple-protocol COPY ends here; an extended one at
+                    // the next Sync.
+                    if let Some(copy) = self.copy_in.take().filter(|c| c.simple) {
+                        self.end_batch_mirror(copy.class.as_deref(), copy.sql.as_deref())
+                            .await?;
+                    }
+                } else if self.copy_in.is_some() {
+                    self.cap_copy_mirror();
+                }
                 Ok(())
             }
         }
@@ -207,10 +253,23 @@ impl<'a> Requests<'a> {
             }
             _ => self.open_unrouted_idle().await?,
         };
+        let observer = self.plan_batch(b, class.as_ref(), sql.as_deref(), false);
         self.send(b, &frame);
-        self.exp.push(Expect::Relay(b));
+        self.exp.push(Expect::Relay(b, observer));
         if let (Some(class), Some(sql)) = (&class, &sql) {
-            self.state.ran(sql, class, b);
+            self.state.ran(sql, class, link_slot(b));
+        }
+        // COPY ... FROM STDIN: the data follows; the mirror's copy of the
+        // batch ends with CopyDone or CopyFail.
+        if is_copy_in(class.as_deref(), sql.as_deref()) {
+            self.copy_in = Some(CopyIn {
+                simple: true,
+                class: class.clone(),
+                sql: sql.clone(),
+            });
+        } else {
+            self.end_batch_mirror(class.as_deref(), sql.as_deref())
+                .await?;
         }
         Ok(())
     }
@@ -425,7 +484,8 @@ impl<'a> Requests<'a> {
         if let Some((class, sql)) = self.deciding(&frame)? {
             let b = self.decide(Some((&class, &sql))).await?;
             self.start_batch(b).await?;
-            self.exp.push(Expect::Relay(b));
+            let observer = self.plan_batch(b, Some(&class), Some(&sql), false);
+            self.exp.push(Expect::Relay(b, observer));
             self.send_held(b)?;
             self.note_extended(&frame, b)?;
             self.send(b, &frame);
@@ -482,12 +542,27 @@ impl<'a> Requests<'a> {
                 };
                 let name = Bytes::copy_from_slice(p.name);
                 self.state
-                    .parsed(name, frame.clone().into_bytes(), class, b);
+                    .parsed(name, frame.clone().into_bytes(), class, link_slot(b));
+            }
+            // Executing a COPY ... FROM STDIN puts the backend in copy-in
+            // mode, where it ignores Sync until the data is done.
+            tag::EXECUTE if self.bound_copy_in => {
+                self.copy_in = Some(CopyIn {
+                    simple: false,
+                    class: None,
+                    sql: None,
+                });
             }
             tag::BIND => {
                 // Executing a statement with session-wide effects (a SET sent
                 // through the extended protocol) is recorded like a Query.
                 let bind = Bind::decode(frame.body()).map_err(RelayError::ClientProtocol)?;
+                self.bound_copy_in = self.state.statement(bind.statement).is_some_and(|p| {
+                    let sql = Parse::decode(&p.parse[pgshift_protocol::HEADER_LEN..])
+                        .ok()
+                        .and_then(|q| q.sql_str());
+                    is_copy_in(Some(&p.class), sql)
+                });
                 if let Some(p) = self.state.statement(bind.statement) {
                     if p.class.statements.iter().any(|s| s.session.is_some()) {
                         let class = Arc::clone(&p.class);
@@ -495,7 +570,7 @@ impl<'a> Requests<'a> {
                             .ok()
                             .and_then(|p| p.sql_str().map(str::to_owned));
                         if let Some(sql) = sql {
-                            self.state.ran(&sql, &class, b);
+                            self.state.ran(&sql, &class, link_slot(b));
                         }
                     }
                 }
@@ -505,7 +580,7 @@ impl<'a> Requests<'a> {
                     frontend::FrontendMessage::parse(frame)
                 {
                     if t.kind == TargetKind::Statement {
-                        self.state.closed(t.name, b);
+                        self.state.closed(t.name, link_slot(b));
                     }
                 }
             }
@@ -529,6 +604,7 @@ impl<'a> Requests<'a> {
                         if let Some(sync) = sync {
                             self.send(b, &sync);
                         }
+                        self.end_batch_mirror(None, None).await?;
                         self.batch = Batch::Idle;
                         Ok(())
                     }
@@ -540,7 +616,11 @@ impl<'a> Requests<'a> {
             _ => self.open_unrouted().await?,
         };
         self.send(b, &frame);
+        if self.copy_in.is_some() {
+            return Ok(());
+        }
         self.batch = if frame.tag() == tag::SYNC {
+            self.end_batch_mirror(None, None).await?;
             Batch::Idle
         } else {
             Batch::Open(b)
@@ -554,7 +634,8 @@ impl<'a> Requests<'a> {
             return Ok(b);
         }
         let b = self.open_unrouted_idle().await?;
-        self.exp.push(Expect::Relay(b));
+        let observer = self.plan_unrouted_batch(b);
+        self.exp.push(Expect::Relay(b, observer));
         self.send_held(b)?;
         self.batch = Batch::Open(b);
         Ok(b)
@@ -594,26 +675,31 @@ impl<'a> Requests<'a> {
             // Outside a transaction a new configuration takes effect.
             self.loaded = self.shared.current();
             let routable = statement.and_then(|(class, sql)| Some((class.first_routable()?, sql)));
-            let target = match (routable, self.loaded.router.constant_primary()) {
+            let plain = |primary| Route {
+                primary,
+                mirror: None,
+                compare: false,
+            };
+            let (mut route, rule) = match (routable, self.loaded.router.constant_primary()) {
                 (Some((stmt, sql)), _) => {
                     let text = sql.get(stmt.span.clone()).unwrap_or(sql);
-                    self.loaded
-                        .router
-                        .route(stmt, text, &self.info.context())
-                        .route
-                        .primary
+                    let d = self.loaded.router.route(stmt, text, &self.info.context());
+                    (d.route, d.rule)
                 }
-                (None, Some(constant)) if statement.is_none() => constant,
-                (None, _) => self.current,
+                (None, Some(constant)) if statement.is_none() => (plain(constant), None),
+                (None, _) => (plain(self.current), None),
             };
-            if target == self.current {
+            if let Some((stmt, _)) = routable {
+                route.primary = self.read_your_writes(route.primary, stmt.kind).await?;
+            }
+            let target = route.primary;
+            if target == self.current || self.exp.is_empty() {
+                self.route = route;
+                self.rule = rule;
                 return Ok(target);
             }
             // Switching backends: only once every earlier answer is in, so
             // the transaction status above is the real one.
-            if self.exp.is_empty() {
-                return Ok(target);
-            }
             self.flush().await?;
             self.exp.wait_empty().await;
         }
@@ -626,7 +712,7 @@ impl<'a> Requests<'a> {
         if self.links[b.index()].is_none() {
             self.connect(b).await?;
         }
-        let catchup = self.state.catch_up(b);
+        let catchup = self.state.catch_up(link_slot(b));
         if !catchup.is_empty() {
             let out = &mut self.out[b.index()];
             for sql in &catchup.sql {
@@ -663,6 +749,7 @@ impl<'a> Requests<'a> {
                 backend: b,
                 what: "BEGIN",
             });
+            self.begun = Some(begin);
         }
         self.current = b;
         Ok(())
@@ -701,8 +788,15 @@ impl<'a> Requests<'a> {
         }
     }
 
+    fn shared_arc(&self) -> &Arc<Shared> {
+        self.shared
+    }
+
     fn send(&mut self, b: BackendId, frame: &Frame) {
         self.out[b.index()].extend_from_slice(frame.as_bytes());
+        if let Some(m) = &mut self.batch_mirror {
+            m.add(frame);
+        }
     }
 
     /// Writes what each backend has pending. Called after every read of
@@ -727,6 +821,23 @@ impl<'a> Requests<'a> {
         }
         Ok(())
     }
+}
+
+/// A COPY whose data the client sends next.
+struct CopyIn {
+    /// Started by a simple Query (ends at CopyDone/CopyFail) rather than
+    /// by Execute (ends at the Sync after them).
+    simple: bool,
+    class: Option<Arc<Classification>>,
+    sql: Option<String>,
+}
+
+fn is_copy_in(class: Option<&Classification>, sql: Option<&str>) -> bool {
+    class.is_some_and(|c| c.kind() == pgshift_rules::config::Kind::Copy)
+        && sql.is_some_and(|s| {
+            let s = s.to_ascii_lowercase();
+            s.contains("from stdin") || s.contains("from\nstdin")
+        })
 }
 
 fn command_complete(out: &mut BytesMut, command_tag: &str) {

@@ -1,0 +1,153 @@
+//! The session's end of a mirror: a bounded, ordered queue of what the
+//! mirror backend must replay.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pgshift_rules::config::BackendId;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::compare::{CompareKind, DigestOptions};
+use crate::session::observe::PrimaryOutcome;
+use crate::stats::DigestStats;
+
+/// Room in the channel beyond `mirror.queue` for pgshift's own items
+/// (session-state catch-up, the ROLLBACK that closes a dropped
+/// transaction), which must not be refused because statements filled it.
+const CONTROL_SLACK: usize = 64;
+
+pub struct MirrorItem {
+    pub bytes: Bytes,
+    /// ReadyForQuery messages the bytes produce.
+    pub answers: usize,
+    pub job: Job,
+}
+
+pub enum Job {
+    /// Catch-up pgshift sends on its own; failures are replay errors.
+    Replay,
+    Statement(Box<StatementJob>),
+}
+
+pub struct StatementJob {
+    pub stats: Arc<DigestStats>,
+    pub write: bool,
+    /// The primary's outcome, awaited before the mirror runs the batch,
+    /// when the batch is compared or ends a transaction.
+    pub primary: Option<oneshot::Receiver<PrimaryOutcome>>,
+    /// Ends a transaction: replay it as ROLLBACK unless the primary committed.
+    pub ends_transaction: bool,
+    pub compare: Option<CompareJob>,
+    pub primary_backend: BackendId,
+}
+
+pub struct CompareJob {
+    pub opts: DigestOptions,
+    pub kind: CompareKind,
+    pub sql: Arc<str>,
+    pub rule: Option<String>,
+}
+
+/// Shared between the session and its mirror task.
+#[derive(Default)]
+pub struct MirrorState {
+    /// Statements queued and not yet done.
+    pub queued: AtomicUsize,
+    /// Writes among them: a read routed to this backend waits for them.
+    pub pending_writes: AtomicUsize,
+    /// Signalled whenever an item is done.
+    pub progress: Notify,
+    /// Bumped when the task reconnects: the new connection has none of the
+    /// session's state, which must then be replayed.
+    pub epoch: AtomicU64,
+}
+
+impl MirrorState {
+    pub async fn wait_writes_done(&self) {
+        loop {
+            let progress = self.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            if self.pending_writes.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            progress.await;
+        }
+    }
+
+    pub async fn wait_room(&self, cap: usize) {
+        loop {
+            let progress = self.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            if self.queued.load(Ordering::Acquire) < cap {
+                return;
+            }
+            progress.await;
+        }
+    }
+}
+
+pub struct MirrorLink {
+    pub backend: BackendId,
+    tx: mpsc::Sender<MirrorItem>,
+    pub state: Arc<MirrorState>,
+    pub cap: usize,
+    seen_epoch: u64,
+}
+
+impl MirrorLink {
+    pub fn channel(
+        backend: BackendId,
+        cap: usize,
+    ) -> (Self, mpsc::Receiver<MirrorItem>, Arc<MirrorState>) {
+        let cap = cap.max(1);
+        let (tx, rx) = mpsc::channel(cap + CONTROL_SLACK);
+        let state = Arc::new(MirrorState::default());
+        let link = MirrorLink {
+            backend,
+            tx,
+            state: Arc::clone(&state),
+            cap,
+            seen_epoch: 0,
+        };
+        (link, rx, state)
+    }
+
+    /// True once after the task reconnected.
+    pub fn reconnected(&mut self) -> bool {
+        let e = self.state.epoch.load(Ordering::Acquire);
+        let changed = e != self.seen_epoch;
+        self.seen_epoch = e;
+        changed
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.state.queued.load(Ordering::Acquire) >= self.cap
+    }
+
+    /// Queues a statement; the caller checked for room (or decided to
+    /// exceed nothing: the channel has slack only for control items).
+    pub fn push_statement(&self, item: MirrorItem, write: bool) -> bool {
+        self.state.queued.fetch_add(1, Ordering::AcqRel);
+        if write {
+            self.state.pending_writes.fetch_add(1, Ordering::AcqRel);
+        }
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(_) => {
+                self.state.queued.fetch_sub(1, Ordering::AcqRel);
+                if write {
+                    self.state.pending_writes.fetch_sub(1, Ordering::AcqRel);
+                }
+                false
+            }
+        }
+    }
+
+    /// Queues pgshift's own item; false when even the slack is used up.
+    pub fn push_control(&self, item: MirrorItem) -> bool {
+        self.tx.try_send(item).is_ok()
+    }
+}

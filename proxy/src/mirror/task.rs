@@ -1,0 +1,336 @@
+//! One session's mirror: its own connection to the mirror backend, which
+//! replays the queued batches in order, reads the answers (they never reach
+//! the client), compares them with the primary's when asked, and counts
+//! whatever it could not apply.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Buf, Bytes, BytesMut};
+use pgshift_protocol::backend::{tag, ErrorFields};
+use pgshift_protocol::{encode, peek_header, HEADER_LEN};
+use pgshift_rules::config::BackendId;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::link::{Job, MirrorItem, MirrorState};
+use super::{now_rfc3339, Diverged};
+use crate::backend::{self, ConnectOptions};
+use crate::compare::{compare, MismatchContext, MismatchRecord, Redaction, ResultDigest, Role};
+use crate::server::Shared;
+use crate::session::observe::PrimaryOutcome;
+use crate::stream::Stream;
+
+/// How long the mirror waits for the primary's outcome of a batch it needs
+/// it for; past that the comparison is skipped (a transaction end is then
+/// replayed as ROLLBACK, the safe side).
+const PRIMARY_WAIT: Duration = Duration::from_secs(60);
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Who the session is, for the diverged list.
+#[derive(Clone)]
+pub struct SessionMeta {
+    pub key: u64,
+    pub user: String,
+    pub application_name: String,
+    pub startup_params: Vec<(String, String)>,
+}
+
+struct Conn {
+    stream: Stream,
+    buf: BytesMut,
+}
+
+/// What one answer held.
+#[derive(Default)]
+struct Answer {
+    error: Option<(String, String)>,
+}
+
+pub async fn run(
+    backend: BackendId,
+    shared: Arc<Shared>,
+    session: SessionMeta,
+    mut rx: mpsc::Receiver<MirrorItem>,
+    state: Arc<MirrorState>,
+    stop: CancellationToken,
+) {
+    let mut conn: Option<Conn> = None;
+    let mut ever_connected = false;
+    let mut backoff = MIN_BACKOFF;
+    let mut retry_at = Instant::now();
+    loop {
+        let mut item = tokio::select! {
+            item = rx.recv() => match item { Some(i) => i, None => break },
+            _ = stop.cancelled() => break,
+        };
+        if conn.is_none() && Instant::now() >= retry_at {
+            match connect(backend, &shared, &session).await {
+                Ok(c) => {
+                    if ever_connected {
+                        // A new connection has none of the session's state.
+                        state.epoch.fetch_add(1, Ordering::AcqRel);
+                    }
+                    ever_connected = true;
+                    backoff = MIN_BACKOFF;
+                    conn = Some(c);
+                }
+                Err(e) => {
+                    tracing::warn!(%backend, error = %e, retry_in = ?backoff, "mirror backend unreachable");
+                    retry_at = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        let outcome = match conn.as_mut() {
+            Some(c) => process(c, backend, &shared, &mut item).await,
+            None => Err("mirror backend unreachable".to_owned()),
+        };
+        if let Err(reason) = outcome {
+            if conn.take().is_some() {
+                tracing::warn!(%backend, %reason, "mirror connection lost");
+                retry_at = Instant::now();
+            }
+            missed(&shared, backend, &session, &item, &reason);
+        }
+        done(&shared, backend, &state, &item);
+    }
+    if let Some(mut c) = conn {
+        let mut bye = BytesMut::new();
+        encode::terminate(&mut bye);
+        let _ = c.stream.write_all(&bye).await;
+    }
+}
+
+async fn connect(
+    backend: BackendId,
+    shared: &Shared,
+    session: &SessionMeta,
+) -> Result<Conn, String> {
+    let loaded = shared.current();
+    let limits = &loaded.config.limits;
+    let opts = ConnectOptions {
+        timeout: limits.startup_timeout,
+        max_message_size: limits.max_message_size,
+        tls: shared.backend_tls.as_ref(),
+    };
+    let c = backend::connect(
+        backend,
+        loaded.config.backends.get(backend),
+        &session.startup_params,
+        &opts,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(Conn {
+        stream: c.stream,
+        buf: c.leftover,
+    })
+}
+
+/// Runs one item on the mirror. `Err` means the connection is unusable.
+async fn process(
+    c: &mut Conn,
+    backend: BackendId,
+    shared: &Shared,
+    item: &mut MirrorItem,
+) -> Result<(), String> {
+    let answers = item.answers;
+    let Job::Statement(job) = &mut item.job else {
+        let answer = exchange(c, &item.bytes, answers, None).await?;
+        if let Some((code, message)) = answer.error {
+            shared
+                .mirroring
+                .counters(backend)
+                .replay_errors
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%backend, sqlstate = %code, error = %message, "replaying session state on the mirror failed");
+        }
+        return Ok(());
+    };
+    let outcome = match job.primary.take() {
+        Some(rx) => tokio::time::timeout(PRIMARY_WAIT, rx)
+            .await
+            .ok()
+            .and_then(Result::ok),
+        None => None,
+    };
+    // A transaction the primary did not commit must not commit here.
+    let rollback;
+    let bytes: &[u8] =
+        if job.ends_transaction && !outcome.as_ref().is_some_and(PrimaryOutcome::committed) {
+            rollback = rollback_query();
+            &rollback
+        } else {
+            &item.bytes
+        };
+    let mut digest = match (&job.compare, &outcome) {
+        (Some(cj), Some(o)) if o.summary.is_some() => Some(ResultDigest::new(
+            &cj.opts.with_positions(&o.ignore_positions),
+        )),
+        _ => None,
+    };
+    let started = Instant::now();
+    let answer = exchange(c, bytes, answers, digest.as_mut()).await?;
+    job.stats
+        .record_latency(backend, Role::Mirror, started.elapsed());
+    let counters = shared.mirroring.counters(backend);
+    counters.applied.fetch_add(1, Ordering::Relaxed);
+    let primary_sqlstate = outcome.as_ref().and_then(|o| o.sqlstate.clone());
+    if let (Some(cj), Some(o), Some(d)) = (&job.compare, &outcome, digest) {
+        let (Some(primary), mirror) = (o.summary.as_ref(), d.finish()) else {
+            return Ok(());
+        };
+        let verdict = compare(primary, &mirror, cj.kind);
+        counters.compared.fetch_add(1, Ordering::Relaxed);
+        job.stats.record_comparison(verdict.is_match());
+        if !verdict.is_match() {
+            counters.mismatched.fetch_add(1, Ordering::Relaxed);
+            let loaded = shared.current();
+            let ctx = MismatchContext {
+                time: SystemTime::now(),
+                rule: cj.rule.as_deref(),
+                fingerprint: job.stats.fingerprint(),
+                sql: &cj.sql,
+                normalized_sql: job.stats.text(),
+                primary_backend: job.primary_backend.as_str(),
+                mirror_backend: backend.as_str(),
+            };
+            let redaction = Redaction::from(&loaded.config.compare);
+            if let Some(record) =
+                MismatchRecord::from_verdict(&ctx, primary, &mirror, &verdict, redaction)
+            {
+                tracing::info!(digest = %format!("{:016x}", job.stats.fingerprint()), "results differ between primary and mirror");
+                shared
+                    .mirroring
+                    .record_mismatch(record, loaded.config.compare.log.as_deref());
+            }
+        }
+    } else if let Some((code, message)) = &answer.error {
+        if primary_sqlstate.as_deref() != Some(code.as_str()) {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+            job.stats.record_mirror_error();
+            tracing::warn!(
+                %backend,
+                digest = %format!("{:016x}", job.stats.fingerprint()),
+                sqlstate = %code,
+                error = %message,
+                "statement failed on the mirror only"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` and reads `answers` ReadyForQuery-terminated answers,
+/// feeding every message to `digest` when given.
+async fn exchange(
+    c: &mut Conn,
+    bytes: &[u8],
+    answers: usize,
+    mut digest: Option<&mut ResultDigest>,
+) -> Result<Answer, String> {
+    c.stream.write_all(bytes).await.map_err(|e| e.to_string())?;
+    c.stream.flush().await.map_err(|e| e.to_string())?;
+    let mut answer = Answer::default();
+    let mut left = answers;
+    while left > 0 {
+        let Some(h) = peek_header(&c.buf, usize::MAX).map_err(|e| e.to_string())? else {
+            read_more(c).await?;
+            continue;
+        };
+        if c.buf.len() < h.frame_len {
+            c.buf.reserve(h.frame_len - c.buf.len());
+            read_more(c).await?;
+            continue;
+        }
+        let body = &c.buf[HEADER_LEN..h.frame_len];
+        match h.tag {
+            tag::READY_FOR_QUERY => left -= 1,
+            tag::ERROR_RESPONSE => {
+                let f = ErrorFields::new(body);
+                let text = |v: Option<&[u8]>| {
+                    v.map(|v| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_default()
+                };
+                answer
+                    .error
+                    .get_or_insert((text(f.sqlstate()), text(f.message())));
+            }
+            _ => {}
+        }
+        if let Some(d) = digest.as_deref_mut() {
+            match h.tag {
+                tag::ROW_DESCRIPTION => d.row_description(body),
+                tag::DATA_ROW => d.data_row(body),
+                tag::COMMAND_COMPLETE => d.command_complete(body),
+                tag::ERROR_RESPONSE => d.error(body),
+                _ => {}
+            }
+        }
+        c.buf.advance(h.frame_len);
+    }
+    Ok(answer)
+}
+
+async fn read_more(c: &mut Conn) -> Result<(), String> {
+    if c.buf.capacity() - c.buf.len() < 8192 {
+        c.buf.reserve(64 * 1024);
+    }
+    match c.stream.read_buf(&mut c.buf).await {
+        Ok(0) => Err("mirror backend closed the connection".into()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn missed(
+    shared: &Shared,
+    backend: BackendId,
+    session: &SessionMeta,
+    item: &MirrorItem,
+    reason: &str,
+) {
+    let counters = shared.mirroring.counters(backend);
+    match &item.job {
+        Job::Statement(job) => {
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            job.stats.record_mirror_dropped();
+        }
+        Job::Replay => {
+            counters.replay_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    shared.mirroring.mark_diverged(session.key, || Diverged {
+        user: session.user.clone(),
+        application_name: session.application_name.clone(),
+        backend,
+        reason: reason.to_owned(),
+        since: now_rfc3339(),
+    });
+}
+
+fn done(shared: &Shared, backend: BackendId, state: &MirrorState, item: &MirrorItem) {
+    if let Job::Statement(job) = &item.job {
+        state.queued.fetch_sub(1, Ordering::AcqRel);
+        if job.write {
+            state.pending_writes.fetch_sub(1, Ordering::AcqRel);
+        }
+        shared
+            .mirroring
+            .counters(backend)
+            .depth
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+    state.progress.notify_waiters();
+}
+
+fn rollback_query() -> Bytes {
+    let mut b = BytesMut::new();
+    encode::query(&mut b, "ROLLBACK");
+    b.freeze()
+}

@@ -1,0 +1,136 @@
+//! Watching the primary's answer to a mirrored batch, for the mirror: its
+//! result digest when the batch is compared, and how it ended (a COMMIT
+//! that came back as ROLLBACK must roll back on the mirror too).
+
+use pgshift_protocol::backend::{tag, ErrorFields};
+use tokio::sync::oneshot;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pgshift_rules::config::BackendId;
+
+use crate::compare::{DigestOptions, ResultDigest, ResultSummary, Role};
+use crate::stats::DigestStats;
+
+/// How the primary's answer ended.
+#[derive(Debug, Clone)]
+pub struct PrimaryOutcome {
+    pub summary: Option<ResultSummary>,
+    /// Column positions the primary's digest ignored, so the mirror's
+    /// digest ignores the same ones even if its column names differ.
+    pub ignore_positions: Vec<usize>,
+    /// The last CommandComplete tag.
+    pub last_tag: Option<String>,
+    pub sqlstate: Option<String>,
+}
+
+impl PrimaryOutcome {
+    /// A transaction-ending batch that really committed: its last tag is
+    /// COMMIT (a failed transaction's COMMIT reports ROLLBACK).
+    pub fn committed(&self) -> bool {
+        self.sqlstate.is_none()
+            && self
+                .last_tag
+                .as_deref()
+                .is_some_and(|t| t.starts_with("COMMIT"))
+    }
+}
+
+pub struct Observer {
+    digest: Option<ResultDigest>,
+    last_tag: Option<String>,
+    sqlstate: Option<String>,
+    done: Option<oneshot::Sender<PrimaryOutcome>>,
+    /// Where the batch's latency is recorded, and since when.
+    timing: Option<(Arc<DigestStats>, BackendId, Instant)>,
+}
+
+impl Observer {
+    /// `digest`: options when the result is compared, `None` when only the
+    /// ending matters.
+    pub fn new(
+        digest: Option<&DigestOptions>,
+    ) -> (Box<Observer>, oneshot::Receiver<PrimaryOutcome>) {
+        let (done, rx) = oneshot::channel();
+        let o = Observer {
+            digest: digest.map(ResultDigest::new),
+            last_tag: None,
+            sqlstate: None,
+            done: Some(done),
+            timing: None,
+        };
+        (Box::new(o), rx)
+    }
+
+    /// Only times the batch for its digest's latency histogram.
+    pub fn timing_only(stats: Arc<DigestStats>, backend: BackendId) -> Box<Observer> {
+        Box::new(Observer {
+            digest: None,
+            last_tag: None,
+            sqlstate: None,
+            done: None,
+            timing: Some((stats, backend, Instant::now())),
+        })
+    }
+
+    pub fn timed(mut self: Box<Self>, stats: Arc<DigestStats>, backend: BackendId) -> Box<Self> {
+        self.timing = Some((stats, backend, Instant::now()));
+        self
+    }
+
+    /// Whether DataRows must be seen whole (the digest hashes their values).
+    pub fn needs_rows(&self) -> bool {
+        self.digest.is_some()
+    }
+
+    pub fn frame(&mut self, t: u8, body: &[u8]) {
+        match t {
+            tag::ROW_DESCRIPTION => {
+                if let Some(d) = &mut self.digest {
+                    d.row_description(body);
+                }
+            }
+            tag::DATA_ROW => {
+                if let Some(d) = &mut self.digest {
+                    d.data_row(body);
+                }
+            }
+            tag::COMMAND_COMPLETE => {
+                if let Some(d) = &mut self.digest {
+                    d.command_complete(body);
+                }
+                self.last_tag = pgshift_protocol::backend::command_complete(body)
+                    .ok()
+                    .map(|t| String::from_utf8_lossy(t).into_owned());
+            }
+            tag::ERROR_RESPONSE => {
+                if let Some(d) = &mut self.digest {
+                    d.error(body);
+                }
+                self.sqlstate = ErrorFields::new(body)
+                    .sqlstate()
+                    .map(|s| String::from_utf8_lossy(s).into_owned());
+            }
+            _ => {}
+        }
+    }
+
+    pub fn finish(self) {
+        if let Some((stats, backend, started)) = &self.timing {
+            stats.record_latency(*backend, Role::Primary, started.elapsed());
+        }
+        let Some(done) = self.done else { return };
+        let ignore_positions = self
+            .digest
+            .as_ref()
+            .map(|d| d.ignore_positions())
+            .unwrap_or_default();
+        let _ = done.send(PrimaryOutcome {
+            summary: self.digest.map(ResultDigest::finish),
+            ignore_positions,
+            last_tag: self.last_tag,
+            sqlstate: self.sqlstate,
+        });
+    }
+}

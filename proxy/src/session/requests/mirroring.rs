@@ -1,0 +1,400 @@
+//! The request side's part in mirroring: deciding per batch whether it is
+//! mirrored, compared, or ends a transaction the mirror must end the same
+//! way; assembling the batch's bytes; and queueing them, with the session
+//! state the mirror connection lacks, in order.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use pgshift_protocol::frontend::{tag, Parse};
+use pgshift_protocol::{encode, Frame};
+use pgshift_rules::classify::{Classification, TxnControl};
+use pgshift_rules::config::{BackendId, Kind, OverflowPolicy};
+use tokio::sync::oneshot;
+
+use super::Requests;
+use crate::compare::{CompareKind, DigestOptions};
+use crate::mirror::link::{CompareJob, Job, MirrorItem, MirrorLink, StatementJob};
+use crate::mirror::task::{self, SessionMeta};
+use crate::mirror::{now_rfc3339, Diverged};
+use crate::session::observe::{Observer, PrimaryOutcome};
+use crate::session::relay::RelayError;
+use crate::session::state::mirror_slot;
+use crate::stats::DigestStats;
+
+/// A mirrored batch in the making.
+pub(super) struct BatchMirror {
+    target: BackendId,
+    bytes: BytesMut,
+    /// Names of statements the batch parses (the mirror gets them too).
+    parsed: Vec<Bytes>,
+    write: bool,
+    ends_transaction: bool,
+    primary: Option<oneshot::Receiver<PrimaryOutcome>>,
+    compare: Option<CompareJob>,
+    stats: Arc<DigestStats>,
+}
+
+impl BatchMirror {
+    pub(super) fn add(&mut self, frame: &Frame) {
+        self.bytes.extend_from_slice(frame.as_bytes());
+        if frame.tag() == tag::PARSE {
+            if let Ok(p) = Parse::decode(frame.body()) {
+                self.parsed.push(Bytes::copy_from_slice(p.name));
+            }
+        }
+    }
+}
+
+fn ends_transaction(class: &Classification) -> bool {
+    class.statements.iter().any(|s| {
+        matches!(
+            s.txn,
+            Some(
+                TxnControl::Commit { .. }
+                    | TxnControl::Rollback { .. }
+                    | TxnControl::PrepareTransaction { .. }
+            )
+        )
+    })
+}
+
+impl Requests<'_> {
+    /// Called when a routed batch starts on `b`: records the call for its
+    /// digest, and when the route mirrors, prepares the mirror's copy.
+    /// Returns what the primary's answer must be shown to.
+    pub(super) fn plan_batch(
+        &mut self,
+        b: BackendId,
+        class: Option<&Arc<Classification>>,
+        sql: Option<&str>,
+        ends_txn: bool,
+    ) -> Option<Box<Observer>> {
+        let begun = self.begun.take();
+        let class = class?;
+        let stats = self
+            .shared
+            .digests
+            .entry(class.fingerprint, &class.normalized, class.kind());
+        let rule_name = self
+            .rule
+            .and_then(|i| self.loaded.config.rules.get(i))
+            .map(|r| r.name.as_str());
+        let mirror = self.route.mirror.filter(|m| *m != b);
+        stats.record_call(b, mirror, rule_name);
+        let Some(target) = mirror else {
+            return Some(Observer::timing_only(stats, b));
+        };
+        let kind = class.kind();
+        let ends_transaction = ends_txn || ends_transaction(class);
+        let compare_settings = &self.loaded.config.compare;
+        let sampled = self.route.compare
+            && (compare_settings.sample >= 100
+                || rand::random::<u8>() % 100 < compare_settings.sample);
+        let compare = sampled.then(|| CompareJob {
+            opts: DigestOptions::from_settings(compare_settings)
+                .ordered(class.statements.iter().any(|s| s.has_order_by)),
+            kind: CompareKind::of(kind),
+            sql: Arc::from(sql.unwrap_or_default()),
+            rule: rule_name.map(str::to_owned),
+        });
+        let (observer, primary) = if compare.is_some() || ends_transaction {
+            let (o, rx) = Observer::new(compare.as_ref().map(|c| &c.opts));
+            (Some(o.timed(Arc::clone(&stats), b)), Some(rx))
+        } else {
+            (Some(Observer::timing_only(Arc::clone(&stats), b)), None)
+        };
+        if let Some(begin) = begun {
+            // The transaction's held BEGIN goes to the mirror first.
+            let mut bytes = BytesMut::new();
+            for f in &begin {
+                bytes.extend_from_slice(f.as_bytes());
+            }
+            self.mirror_control(target, bytes.freeze(), 1);
+        }
+        self.batch_mirror = Some(BatchMirror {
+            target,
+            bytes: BytesMut::new(),
+            parsed: Vec::new(),
+            write: kind != Kind::Read,
+            ends_transaction,
+            primary,
+            compare,
+            stats,
+        });
+        observer
+    }
+
+    /// A batch with no deciding statement (a lone Sync, or transaction
+    /// control sent through the extended protocol): mirrored only inside a
+    /// mirrored transaction, whose end it may be.
+    pub(super) fn plan_unrouted_batch(&mut self, b: BackendId) -> Option<Box<Observer>> {
+        let in_transaction =
+            self.exp.visible_status() != pgshift_protocol::backend::TransactionStatus::Idle;
+        if !in_transaction || self.route.mirror.is_none() {
+            self.begun = None;
+            return None;
+        }
+        let held = match &self.batch {
+            super::Batch::Held(frames) => frames.clone(),
+            _ => Vec::new(),
+        };
+        let mut class = None;
+        let mut ends = false;
+        for f in &held {
+            if f.tag() == tag::PARSE {
+                if let Some(sql) = Parse::decode(f.body()).ok().and_then(|p| p.sql_str()) {
+                    let c = self.shared.classifier.classify(sql);
+                    ends |= ends_transaction(&c);
+                    class.get_or_insert(c);
+                }
+            } else if f.tag() == tag::BIND {
+                if let Ok(bind) = pgshift_protocol::frontend::Bind::decode(f.body()) {
+                    if let Some(p) = self.state.statement(bind.statement) {
+                        ends |= ends_transaction(&p.class);
+                        class.get_or_insert_with(|| Arc::clone(&p.class));
+                    }
+                }
+            }
+        }
+        let class = class.unwrap_or_else(|| self.shared.classifier.classify(""));
+        self.plan_batch(b, Some(&class), None, ends)
+    }
+
+    /// Queues the finished batch for its mirror, if it has one.
+    pub(super) async fn end_batch_mirror(
+        &mut self,
+        class: Option<&Classification>,
+        sql: Option<&str>,
+    ) -> Result<(), RelayError> {
+        let Some(batch) = self.batch_mirror.take() else {
+            return Ok(());
+        };
+        let target = batch.target;
+        let slot = mirror_slot(target);
+        self.ensure_mirror(target);
+        if self.mirrors[target.index()]
+            .as_mut()
+            .is_some_and(MirrorLink::reconnected)
+        {
+            self.state.reset(slot);
+        }
+        let i = target.index();
+        if self.dropping[i] {
+            self.count_dropped(
+                target,
+                &batch.stats,
+                "mirror queue full: rest of the transaction dropped",
+            );
+            if batch.ends_transaction {
+                self.dropping[i] = false;
+                let mut rb = BytesMut::new();
+                encode::query(&mut rb, "ROLLBACK");
+                self.mirror_control(target, rb.freeze(), 1);
+            }
+            return Ok(());
+        }
+        // The batch's own Parses reach the mirror with it: not catch-up.
+        for name in &batch.parsed {
+            self.state.also_parsed_on(name, slot);
+        }
+        self.mirror_catch_up(target);
+        let Some(link) = self.mirrors[i].as_ref() else {
+            return Ok(());
+        };
+        if link.is_full() {
+            match self.loaded.config.mirror.on_overflow {
+                OverflowPolicy::Block => {
+                    let (state, cap) = (Arc::clone(&link.state), link.cap);
+                    self.flush().await?;
+                    state.wait_room(cap).await;
+                }
+                OverflowPolicy::Drop => {
+                    let in_transaction = self.exp.visible_status()
+                        != pgshift_protocol::backend::TransactionStatus::Idle;
+                    if in_transaction && !batch.ends_transaction {
+                        self.dropping[i] = true;
+                    }
+                    self.count_dropped(target, &batch.stats, "mirror queue full");
+                    if in_transaction && batch.ends_transaction {
+                        let mut rb = BytesMut::new();
+                        encode::query(&mut rb, "ROLLBACK");
+                        self.mirror_control(target, rb.freeze(), 1);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        if let (Some(class), Some(sql)) = (class, sql) {
+            self.state.ran(sql, class, slot);
+        }
+        let write = batch.write;
+        let item = MirrorItem {
+            bytes: batch.bytes.freeze(),
+            answers: 1,
+            job: Job::Statement(Box::new(StatementJob {
+                stats: Arc::clone(&batch.stats),
+                write,
+                primary: batch.primary,
+                ends_transaction: batch.ends_transaction,
+                compare: batch.compare,
+                primary_backend: target.other(),
+            })),
+        };
+        let counters = self.shared.mirroring.counters(target);
+        let Some(link) = self.mirrors[i].as_ref() else {
+            return Ok(());
+        };
+        if link.push_statement(item, write) {
+            counters.queued.fetch_add(1, Ordering::Relaxed);
+            counters.depth.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.count_dropped(target, &batch.stats, "mirror queue full");
+        }
+        Ok(())
+    }
+
+    /// A mirrored COPY's data is held for the mirror in memory; past this
+    /// much the mirror's copy is dropped (counted, session diverged) rather
+    /// than letting one COPY grow pgshift without bound.
+    pub(super) fn cap_copy_mirror(&mut self) {
+        const MAX_MIRRORED_COPY: usize = 64 * 1024 * 1024;
+        if self
+            .batch_mirror
+            .as_ref()
+            .is_some_and(|b| b.bytes.len() > MAX_MIRRORED_COPY)
+        {
+            if let Some(b) = self.batch_mirror.take() {
+                self.count_dropped(b.target, &b.stats, "COPY too large to mirror");
+            }
+            self.copy_in = None;
+        }
+    }
+
+    /// Reads routed to a backend this session's mirror still owes writes
+    /// wait for them (bounded), else go to the backend that took them.
+    pub(super) async fn read_your_writes(
+        &mut self,
+        target: BackendId,
+        kind: Kind,
+    ) -> Result<BackendId, RelayError> {
+        if kind != Kind::Read {
+            return Ok(target);
+        }
+        let Some(link) = self.mirrors[target.index()].as_ref() else {
+            return Ok(target);
+        };
+        if link.state.pending_writes.load(Ordering::Acquire) == 0 {
+            return Ok(target);
+        }
+        let state = Arc::clone(&link.state);
+        let counters = self.shared.mirroring.counters(target);
+        counters.ryw_waits.fetch_add(1, Ordering::Relaxed);
+        self.flush().await?;
+        let wait = self.loaded.config.mirror.read_your_writes_wait;
+        if tokio::time::timeout(wait, state.wait_writes_done())
+            .await
+            .is_ok()
+        {
+            return Ok(target);
+        }
+        counters.ryw_fallbacks.fetch_add(1, Ordering::Relaxed);
+        Ok(target.other())
+    }
+
+    fn ensure_mirror(&mut self, target: BackendId) {
+        let i = target.index();
+        if self.mirrors[i].is_some() {
+            return;
+        }
+        let (link, rx, state) = MirrorLink::channel(target, self.loaded.config.mirror.queue);
+        let meta = SessionMeta {
+            key: self.info.session_key,
+            user: self.info.user.clone(),
+            application_name: self.info.application_name.clone(),
+            startup_params: self.info.startup_params.clone(),
+        };
+        tokio::spawn(task::run(
+            target,
+            Arc::clone(self.shared_arc()),
+            meta,
+            rx,
+            state,
+            self.mirror_stop.clone(),
+        ));
+        self.mirrors[i] = Some(link);
+    }
+
+    /// The session state and prepared statements the mirror connection
+    /// lacks, queued ahead of the batch.
+    fn mirror_catch_up(&mut self, target: BackendId) {
+        let c = self.state.catch_up(mirror_slot(target));
+        if c.is_empty() {
+            return;
+        }
+        let mut bytes = BytesMut::new();
+        let mut answers = 0;
+        for sql in &c.sql {
+            encode::query(&mut bytes, sql);
+            answers += 1;
+        }
+        if !c.closes.is_empty() || !c.parses.is_empty() {
+            for name in &c.closes {
+                encode::frame(&mut bytes, tag::CLOSE, |o| {
+                    o.extend_from_slice(b"S");
+                    o.extend_from_slice(name);
+                    o.extend_from_slice(&[0]);
+                });
+            }
+            for parse in &c.parses {
+                bytes.extend_from_slice(parse);
+            }
+            encode::sync(&mut bytes);
+            answers += 1;
+        }
+        self.mirror_control(target, bytes.freeze(), answers);
+    }
+
+    fn mirror_control(&mut self, target: BackendId, bytes: Bytes, answers: usize) {
+        self.ensure_mirror(target);
+        let item = MirrorItem {
+            bytes,
+            answers,
+            job: Job::Replay,
+        };
+        let pushed = self.mirrors[target.index()]
+            .as_ref()
+            .is_some_and(|l| l.push_control(item));
+        if !pushed {
+            self.shared
+                .mirroring
+                .counters(target)
+                .replay_errors
+                .fetch_add(1, Ordering::Relaxed);
+            self.diverge(target, "mirror queue full: session state not replayed");
+        }
+    }
+
+    fn count_dropped(&self, target: BackendId, stats: &DigestStats, reason: &str) {
+        self.shared
+            .mirroring
+            .counters(target)
+            .dropped
+            .fetch_add(1, Ordering::Relaxed);
+        stats.record_mirror_dropped();
+        self.diverge(target, reason);
+    }
+
+    fn diverge(&self, target: BackendId, reason: &str) {
+        self.shared
+            .mirroring
+            .mark_diverged(self.info.session_key, || Diverged {
+                user: self.info.user.clone(),
+                application_name: self.info.application_name.clone(),
+                backend: target,
+                reason: reason.to_owned(),
+                since: now_rfc3339(),
+            });
+    }
+}

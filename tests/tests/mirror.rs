@@ -1,0 +1,361 @@
+//! Mirroring and comparison against real OLD and NEW (SPEC guarantees 6, 7, 9).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{pin_mut, SinkExt};
+use pgshift_rules::config::BackendId;
+use pgshift_tests::{fresh_db, old_and_new, proxy_with, url_new, url_old, TestProxy};
+
+const DUAL_WRITES: &str = "defaults: { primary: old, mirror: new }\n";
+
+async fn drained(proxy: &TestProxy) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let c = proxy.inner().shared().mirroring.counters(BackendId::New);
+    while c.depth.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+        assert!(Instant::now() < deadline, "mirror queue did not drain");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+async fn one(url: &str, sql: &str) -> String {
+    let c = pgshift_tests::connect(url).await;
+    let rows = c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some(r.get(0).unwrap_or("NULL").to_owned())
+            }
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+async fn same_on_both(db: &str, sql: &str) {
+    let (o, n) = (one(&url_old(db), sql).await, one(&url_new(db), sql).await);
+    assert_eq!(o, n, "{sql} differs: old {o} new {n}");
+}
+
+fn both(db: &str, sql: &str) {
+    for c in [&old_and_new().old, &old_and_new().new] {
+        c.psql(db, sql).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_writes_reach_new_exactly() {
+    let db = fresh_db("mirror_pgbench");
+    let pgbench = old_and_new().old.bin_dir().join("pgbench");
+    for url in [url_old(&db), url_new(&db)] {
+        let out = Command::new(&pgbench)
+            .args(["-i", "-s", "1", "-q"])
+            .arg(&url)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    let conn = proxy.conninfo();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(pgbench)
+            .env("PGPASSWORD", pgshift_tests::APP_PASSWORD)
+            .args(["-n", "-c", "4", "-j", "2", "-t", "200", "-M", "extended"])
+            .arg(conn)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drained(&proxy).await;
+    for t in ["pgbench_accounts", "pgbench_branches", "pgbench_tellers"] {
+        same_on_both(
+            &db,
+            &format!("SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {t} t"),
+        )
+        .await;
+    }
+    same_on_both(&db, "SELECT md5(string_agg(tid||':'||bid||':'||aid||':'||delta, ',' ORDER BY tid, bid, aid, delta)) FROM pgbench_history").await;
+    assert_eq!(
+        one(&url_new(&db), "SELECT count(*) FROM pgbench_history").await,
+        "800"
+    );
+    let counters = proxy
+        .inner()
+        .shared()
+        .mirroring
+        .counters(BackendId::New)
+        .snapshot();
+    assert_eq!((counters.dropped, counters.errors), (0, 0), "{counters:?}");
+}
+
+#[tokio::test]
+async fn a_rolled_back_transaction_leaves_no_trace_on_the_mirror() {
+    let db = fresh_db("mirror_rollback");
+    both(
+        &db,
+        "CREATE TABLE t (id int primary key); GRANT ALL ON t TO PUBLIC;",
+    );
+    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    let c = proxy.client().await;
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
+    c.batch_execute("ROLLBACK").await.unwrap();
+    // A transaction that fails on the primary: its COMMIT reports ROLLBACK.
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
+    assert!(c.batch_execute("SELECT 1/0").await.is_err());
+    c.batch_execute("COMMIT").await.unwrap();
+    c.batch_execute("INSERT INTO t VALUES (3)").await.unwrap();
+    drained(&proxy).await;
+    assert_eq!(
+        one(&url_new(&db), "SELECT string_agg(id::text, ',') FROM t").await,
+        "3"
+    );
+    assert_eq!(
+        one(&url_old(&db), "SELECT string_agg(id::text, ',') FROM t").await,
+        "3"
+    );
+}
+
+#[tokio::test]
+async fn copy_from_stdin_is_mirrored() {
+    let db = fresh_db("mirror_copy");
+    both(
+        &db,
+        "CREATE TABLE c (id int, v text); GRANT ALL ON c TO PUBLIC;",
+    );
+    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    let c = proxy.client().await;
+    let sink = c.copy_in("COPY c FROM STDIN").await.unwrap();
+    pin_mut!(sink);
+    let data: String = (0..5000).map(|i| format!("{i}\trow {i}\n")).collect();
+    sink.send(Bytes::from(data)).await.unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 5000);
+    drained(&proxy).await;
+    same_on_both(&db, "SELECT count(*) || ':' || sum(id) FROM c").await;
+    assert_eq!(one(&url_new(&db), "SELECT count(*) FROM c").await, "5000");
+}
+
+async fn compared_proxy(db: &str, log: &std::path::Path) -> TestProxy {
+    proxy_with(
+        db,
+        &format!(
+            "defaults: {{ primary: old, mirror: new, compare: true }}\ncompare: {{ log: \"{}\", log_values: true }}\n",
+            log.display()
+        ),
+    )
+    .await
+}
+
+fn records(log: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_changed_row_is_one_mismatch_and_order_only_matters_with_order_by() {
+    let db = fresh_db("mirror_compare");
+    both(&db, "CREATE TABLE u (id int, name text); INSERT INTO u SELECT g, 'n' || g FROM generate_series(1, 50) g; GRANT ALL ON u TO PUBLIC;");
+    // Same rows, different physical order on NEW.
+    old_and_new().new.psql(&db, "CREATE TABLE u2 AS SELECT * FROM u ORDER BY id DESC; DROP TABLE u; ALTER TABLE u2 RENAME TO u; GRANT ALL ON u TO PUBLIC;").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mismatches.jsonl");
+    let proxy = compared_proxy(&db, &log).await;
+    let c = proxy.client().await;
+    c.query("SELECT id, name FROM u", &[]).await.unwrap();
+    c.query("SELECT id, name FROM u ORDER BY id", &[])
+        .await
+        .unwrap();
+    drained(&proxy).await;
+    assert!(
+        records(&log).is_empty(),
+        "unordered rows in another order match: {:?}",
+        records(&log)
+    );
+
+    // A row changed behind the proxy's back.
+    old_and_new()
+        .new
+        .psql(&db, "UPDATE u SET name = 'changed' WHERE id = 7")
+        .unwrap();
+    let rows = c
+        .query("SELECT id, name FROM u WHERE id < 10", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 9);
+    drained(&proxy).await;
+    let recs = records(&log);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let text = recs[0].to_string();
+    assert!(
+        text.contains("changed") && text.contains("n7"),
+        "the differing row is in the record: {text}"
+    );
+    let counters = proxy
+        .inner()
+        .shared()
+        .mirroring
+        .counters(BackendId::New)
+        .snapshot();
+    assert_eq!(counters.mismatched, 1);
+    assert!(counters.compared >= 3);
+}
+
+#[tokio::test]
+async fn updates_of_different_row_counts_mismatch() {
+    let db = fresh_db("mirror_update");
+    both(&db, "CREATE TABLE w (id int, flag bool); INSERT INTO w SELECT g, false FROM generate_series(1, 10) g; GRANT ALL ON w TO PUBLIC;");
+    old_and_new()
+        .new
+        .psql(&db, "DELETE FROM w WHERE id > 8")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("m.jsonl");
+    let proxy = compared_proxy(&db, &log).await;
+    let c = proxy.client().await;
+    let n = c
+        .execute("UPDATE w SET flag = true WHERE id > 5", &[])
+        .await
+        .unwrap();
+    assert_eq!(n, 5, "the client sees OLD's answer");
+    drained(&proxy).await;
+    let recs = records(&log);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let text = recs[0].to_string();
+    assert!(
+        text.contains("UPDATE 5") && text.contains("UPDATE 3"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_mirror_never_fails_the_client() {
+    let db = fresh_db("mirror_down");
+    both(&db, "CREATE TABLE d (id int); GRANT ALL ON d TO PUBLIC;");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let yaml = format!(
+        "listen: 127.0.0.1:0
+backends:
+  old: {{ url: \"{}\", tls: disable }}
+  new: {{ url: \"postgres://app:x@127.0.0.1:{dead}/{db}\", tls: disable }}
+{}{DUAL_WRITES}",
+        old_and_new().old.app_url(&db),
+        pgshift_tests::SCRAM_AUTH
+    );
+    let proxy = pgshift_tests::proxy_with_yaml(&db, &yaml).await;
+    let c = proxy.client().await;
+    let started = Instant::now();
+    for i in 0..50 {
+        c.execute("INSERT INTO d VALUES ($1)", &[&i]).await.unwrap();
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drained(&proxy).await;
+    let counters = proxy
+        .inner()
+        .shared()
+        .mirroring
+        .counters(BackendId::New)
+        .snapshot();
+    // Each execute is two batches (prepare, then bind/execute): at least
+    // the 50 inserts were counted as never applied.
+    assert!(counters.dropped >= 50, "{counters:?}");
+    assert_eq!(proxy.inner().shared().mirroring.diverged().len(), 1);
+    assert_eq!(one(&url_old(&db), "SELECT count(*) FROM d").await, "50");
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_whole_transactions() {
+    let db = fresh_db("mirror_drop");
+    both(&db, "CREATE TABLE q (id int); GRANT ALL ON q TO PUBLIC;");
+    // A slow mirror: every statement there takes 50 ms.
+    let proxy = proxy_with(
+        &db,
+        &format!("{DUAL_WRITES}mirror: {{ queue: 2, on_overflow: drop }}\n"),
+    )
+    .await;
+    let c = proxy.client().await;
+    for t in 0..20 {
+        c.batch_execute("BEGIN").await.unwrap();
+        for i in 0..5 {
+            c.execute(
+                "INSERT INTO q SELECT $1 FROM pg_sleep(0.01)",
+                &[&(t * 10 + i)],
+            )
+            .await
+            .unwrap();
+        }
+        c.batch_execute("COMMIT").await.unwrap();
+    }
+    drained(&proxy).await;
+    let counters = proxy
+        .inner()
+        .shared()
+        .mirroring
+        .counters(BackendId::New)
+        .snapshot();
+    assert!(counters.dropped > 0, "{counters:?}");
+    // Whatever reached NEW came in whole transactions of 5 rows.
+    let n: i64 = one(&url_new(&db), "SELECT count(*) FROM q")
+        .await
+        .parse()
+        .unwrap();
+    assert_eq!(n % 5, 0, "NEW has {n} rows: a transaction was half applied");
+    let partial = one(
+        &url_new(&db),
+        "SELECT count(*) FROM (SELECT id / 10 FROM q GROUP BY 1 HAVING count(*) <> 5) x",
+    )
+    .await;
+    assert_eq!(partial, "0");
+    assert_eq!(one(&url_old(&db), "SELECT count(*) FROM q").await, "100");
+}
+
+#[tokio::test]
+async fn reads_after_writes_see_the_writes() {
+    let db = fresh_db("mirror_ryw");
+    both(&db, "CREATE TABLE r (id int); GRANT ALL ON r TO PUBLIC;");
+    let rules = "defaults: { primary: old, mirror: new }
+rules:
+  - name: reads-on-new
+    match: { kind: [read], tables: [r] }
+    primary: new
+";
+    let proxy = proxy_with(
+        &db,
+        &format!("{rules}mirror: {{ read_your_writes_wait: 2s }}\n"),
+    )
+    .await;
+    let c = proxy.client().await;
+    for i in 0..100 {
+        c.execute("INSERT INTO r VALUES ($1)", &[&i]).await.unwrap();
+        let max: i32 = c
+            .query_one("SELECT max(id) FROM r", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(max, i, "read {i} saw the write before it");
+    }
+    let counters = proxy
+        .inner()
+        .shared()
+        .mirroring
+        .counters(BackendId::New)
+        .snapshot();
+    assert!(counters.ryw_waits > 0, "{counters:?}");
+}
