@@ -7,12 +7,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pgshift_rules::config::ListenAddr;
+use pgshift_rules::config::{BackendId, ListenAddr};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +45,8 @@ fn router(reloader: Arc<Reloader>) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/reload", post(reload))
+        .route("/digests", get(digests))
+        .route("/mismatches", get(mismatches))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -62,8 +64,33 @@ async fn status(State(reloader): State<Arc<Reloader>>) -> Response {
         "rollback": loaded.config.rollback,
         "reloads": { "ok": log.ok, "failed": log.failed },
         "last_reload_error": log.last_error,
+        "mirror": {
+            "old": shared.mirroring.counters(BackendId::Old).snapshot(),
+            "new": shared.mirroring.counters(BackendId::New).snapshot(),
+            "diverged_sessions": shared.mirroring.diverged(),
+            "diverged_sessions_total": shared.mirroring.diverged_total(),
+        },
     }))
     .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+/// Per normalised statement: calls, route, latencies, mirror and
+/// comparison counts; the most called first.
+async fn digests(State(reloader): State<Arc<Reloader>>, Query(q): Query<Limit>) -> Response {
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    Json(json!({ "digests": reloader.shared().digests.snapshot(limit) })).into_response()
+}
+
+/// The newest mismatch records, newest first.
+async fn mismatches(State(reloader): State<Arc<Reloader>>, Query(q): Query<Limit>) -> Response {
+    let limit = q.limit.unwrap_or(50).min(1000);
+    Json(json!({ "mismatches": reloader.shared().mirroring.recent_mismatches(limit) }))
+        .into_response()
 }
 
 async fn reload(

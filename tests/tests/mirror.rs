@@ -359,3 +359,44 @@ rules:
         .snapshot();
     assert!(counters.ryw_waits > 0, "{counters:?}");
 }
+
+#[tokio::test]
+async fn digests_and_mismatches_are_served_over_http() {
+    let db = fresh_db("mirror_http");
+    both(
+        &db,
+        "CREATE TABLE h (id int); INSERT INTO h VALUES (1), (2); GRANT ALL ON h TO PUBLIC;",
+    );
+    old_and_new()
+        .new
+        .psql(&db, "INSERT INTO h VALUES (3)")
+        .unwrap();
+    let proxy = proxy_with(
+        &db,
+        "admin: 127.0.0.1:0\ndefaults: { primary: old, mirror: new, compare: true }\n",
+    )
+    .await;
+    let c = proxy.client().await;
+    for _ in 0..3 {
+        c.query("SELECT id FROM h WHERE id > $1", &[&0i32])
+            .await
+            .unwrap();
+    }
+    drained(&proxy).await;
+    let admin = proxy.inner().admin_addr().expect("admin listener");
+    let digests = pgshift_tests::http::get_json(admin, "/digests?limit=10").await;
+    let list = digests["digests"].as_array().unwrap();
+    let select = list
+        .iter()
+        .find(|d| d.to_string().contains("SELECT id FROM h WHERE id > $1"))
+        .unwrap_or_else(|| panic!("digest listed: {digests}"));
+    let text = select.to_string();
+    assert!(
+        text.contains("\"compared\":3") && text.contains("\"mismatched\":3"),
+        "{text}"
+    );
+    let mism = pgshift_tests::http::get_json(admin, "/mismatches?limit=2").await;
+    assert_eq!(mism["mismatches"].as_array().unwrap().len(), 2, "{mism}");
+    let status = pgshift_tests::http::get_json(admin, "/status").await;
+    assert_eq!(status["mirror"]["new"]["mismatched"], 3, "{status}");
+}

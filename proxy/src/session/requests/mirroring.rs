@@ -31,6 +31,9 @@ pub(super) struct BatchMirror {
     parsed: Vec<Bytes>,
     write: bool,
     ends_transaction: bool,
+    /// The batch runs a statement (an Execute, or a simple Query); one
+    /// that only prepares or describes is not compared.
+    executes: bool,
     primary: Option<oneshot::Receiver<PrimaryOutcome>>,
     compare: Option<CompareJob>,
     stats: Arc<DigestStats>,
@@ -39,6 +42,9 @@ pub(super) struct BatchMirror {
 impl BatchMirror {
     pub(super) fn add(&mut self, frame: &Frame) {
         self.bytes.extend_from_slice(frame.as_bytes());
+        if matches!(frame.tag(), tag::EXECUTE | tag::QUERY) {
+            self.executes = true;
+        }
         if frame.tag() == tag::PARSE {
             if let Ok(p) = Parse::decode(frame.body()) {
                 self.parsed.push(Bytes::copy_from_slice(p.name));
@@ -119,11 +125,20 @@ impl Requests<'_> {
             parsed: Vec::new(),
             write: kind != Kind::Read,
             ends_transaction,
+            executes: false,
             primary,
             compare,
             stats,
         });
         observer
+    }
+
+    /// The batch's statement runs (simple Query sent, or Execute): count
+    /// the call once.
+    pub(super) fn count_call(&mut self) {
+        if let Some((stats, b, mirror, rule)) = self.batch_call.take() {
+            stats.record_call(b, mirror, rule.as_deref());
+        }
     }
 
     /// A batch with no deciding statement (a lone Sync, or transaction
@@ -230,6 +245,7 @@ impl Requests<'_> {
             self.state.ran(sql, class, slot);
         }
         let write = batch.write;
+        let compare = batch.compare.filter(|_| batch.executes);
         let item = MirrorItem {
             bytes: batch.bytes.freeze(),
             answers: 1,
@@ -238,7 +254,7 @@ impl Requests<'_> {
                 write,
                 primary: batch.primary,
                 ends_transaction: batch.ends_transaction,
-                compare: batch.compare,
+                compare,
                 primary_backend: target.other(),
             })),
         };

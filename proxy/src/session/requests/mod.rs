@@ -103,6 +103,13 @@ pub struct Requests<'a> {
     copy_in: Option<CopyIn>,
     /// The latest Bind names a COPY ... FROM STDIN statement.
     bound_copy_in: bool,
+    /// The open batch's digest, counted as a call when it executes.
+    batch_call: Option<(
+        Arc<crate::stats::DigestStats>,
+        BackendId,
+        Option<BackendId>,
+        Option<String>,
+    )>,
 }
 
 impl<'a> Requests<'a> {
@@ -142,6 +149,7 @@ impl<'a> Requests<'a> {
             dropping: [false; 2],
             copy_in: None,
             bound_copy_in: false,
+            batch_call: None,
         }
     }
 
@@ -254,6 +262,7 @@ impl<'a> Requests<'a> {
             _ => self.open_unrouted_idle().await?,
         };
         let observer = self.plan_batch(b, class.as_ref(), sql.as_deref(), false);
+        self.count_call();
         self.send(b, &frame);
         self.exp.push(Expect::Relay(b, observer));
         if let (Some(class), Some(sql)) = (&class, &sql) {
@@ -546,12 +555,15 @@ impl<'a> Requests<'a> {
             }
             // Executing a COPY ... FROM STDIN puts the backend in copy-in
             // mode, where it ignores Sync until the data is done.
-            tag::EXECUTE if self.bound_copy_in => {
-                self.copy_in = Some(CopyIn {
-                    simple: false,
-                    class: None,
-                    sql: None,
-                });
+            tag::EXECUTE => {
+                self.count_call();
+                if self.bound_copy_in {
+                    self.copy_in = Some(CopyIn {
+                        simple: false,
+                        class: None,
+                        sql: None,
+                    });
+                }
             }
             tag::BIND => {
                 // Executing a statement with session-wide effects (a SET sent
