@@ -400,3 +400,90 @@ async fn digests_and_mismatches_are_served_over_http() {
     let status = pgshift_tests::http::get_json(admin, "/status").await;
     assert_eq!(status["mirror"]["new"]["mismatched"], 3, "{status}");
 }
+
+/// NEW gets a trigger that makes every insert into `s` slow, and a
+/// constraint that rejects negative ids: mirror-only delay and failure.
+fn slow_and_strict_new(db: &str) {
+    both(db, "CREATE TABLE s (id int); GRANT ALL ON s TO PUBLIC;");
+    old_and_new()
+        .new
+        .psql(
+            db,
+            "ALTER TABLE s ADD CHECK (id >= 0);
+             CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END $$;
+             CREATE TRIGGER slow BEFORE INSERT ON s FOR EACH ROW EXECUTE FUNCTION slow();",
+        )
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sync_mode_waits_for_the_mirror_and_async_does_not() {
+    let db = fresh_db("mirror_sync_wait");
+    slow_and_strict_new(&db);
+    for (mode, slow) in [("async", false), ("sync", true)] {
+        let proxy = proxy_with(&db, &format!("{DUAL_WRITES}mirror: {{ mode: {mode} }}\n")).await;
+        let c = proxy.client().await;
+        let started = Instant::now();
+        c.simple_query("INSERT INTO s VALUES (1)").await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(
+            took >= Duration::from_millis(300),
+            slow,
+            "{mode}: the insert took {took:?}"
+        );
+        drained(&proxy).await;
+    }
+}
+
+#[tokio::test]
+async fn sync_mode_returns_mirror_failures_only_when_asked() {
+    let db = fresh_db("mirror_sync_fail");
+    slow_and_strict_new(&db);
+    let ignore = proxy_with(
+        &db,
+        &format!("{DUAL_WRITES}mirror: {{ mode: sync, on_mirror_error: ignore }}\n"),
+    )
+    .await;
+    let c = ignore.client().await;
+    c.simple_query("INSERT INTO s VALUES (-1)")
+        .await
+        .expect("ignored mirror failure");
+    let counters = ignore
+        .inner()
+        .shared()
+        .mirroring
+        .counters(BackendId::New)
+        .snapshot();
+    assert_eq!(counters.errors, 1, "{counters:?}");
+
+    let fail = proxy_with(
+        &db,
+        &format!("{DUAL_WRITES}mirror: {{ mode: sync, on_mirror_error: fail }}\n"),
+    )
+    .await;
+    let c = fail.client().await;
+    let err = c
+        .simple_query("INSERT INTO s VALUES (-2)")
+        .await
+        .expect_err("mirror failure returned");
+    let db_err = err.as_db_error().expect("an ErrorResponse");
+    assert!(
+        db_err.message().contains("mirror backend new"),
+        "{}",
+        db_err.message()
+    );
+    assert_eq!(
+        db_err.code(),
+        &tokio_postgres::error::SqlState::CHECK_VIOLATION
+    );
+    // The session goes on.
+    c.simple_query("INSERT INTO s VALUES (3)").await.unwrap();
+    assert_eq!(
+        one(
+            &url_old(&db),
+            "SELECT count(*) FROM s WHERE id IN (-1, -2, 3)"
+        )
+        .await,
+        "3"
+    );
+}

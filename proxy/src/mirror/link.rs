@@ -40,6 +40,8 @@ pub struct StatementJob {
     pub ends_transaction: bool,
     pub compare: Option<CompareJob>,
     pub primary_backend: BackendId,
+    /// Sync mirroring: the client's answer waits for this.
+    pub done: Option<oneshot::Sender<crate::session::observe::MirrorResult>>,
 }
 
 pub struct CompareJob {

@@ -20,7 +20,7 @@ use super::{now_rfc3339, Diverged};
 use crate::backend::{self, ConnectOptions};
 use crate::compare::{compare, MismatchContext, MismatchRecord, Redaction, ResultDigest, Role};
 use crate::server::Shared;
-use crate::session::observe::PrimaryOutcome;
+use crate::session::observe::{MirrorResult, PrimaryOutcome};
 use crate::stream::Stream;
 
 /// How long the mirror waits for the primary's outcome of a batch it needs
@@ -95,7 +95,7 @@ pub async fn run(
                 tracing::warn!(%backend, %reason, "mirror connection lost");
                 retry_at = Instant::now();
             }
-            missed(&shared, backend, &session, &item, &reason);
+            missed(&shared, backend, &session, &mut item, &reason);
         }
         done(&shared, backend, &state, &item);
     }
@@ -176,6 +176,11 @@ async fn process(
     };
     let started = Instant::now();
     let answer = exchange(c, bytes, answers, digest.as_mut()).await?;
+    if let Some(done) = job.done.take() {
+        let _ = done.send(MirrorResult {
+            error: answer.error.clone(),
+        });
+    }
     job.stats
         .record_latency(backend, Role::Mirror, started.elapsed());
     let counters = shared.mirroring.counters(backend);

@@ -37,7 +37,18 @@ impl PrimaryOutcome {
     }
 }
 
+/// How the mirror fared with a batch (`mirror.mode: sync` waits for it).
+#[derive(Debug, Clone)]
+pub struct MirrorResult {
+    /// SQLSTATE and message when the batch failed on the mirror, or never
+    /// ran there (queue full, backend unreachable).
+    pub error: Option<(String, String)>,
+}
+
 pub struct Observer {
+    /// Sync mirroring: the mirror's result, awaited before the client gets
+    /// its ReadyForQuery; `true` when a mirror-only failure fails the client.
+    pub mirror_done: Option<(oneshot::Receiver<MirrorResult>, bool)>,
     digest: Option<ResultDigest>,
     last_tag: Option<String>,
     sqlstate: Option<String>,
@@ -54,6 +65,7 @@ impl Observer {
     ) -> (Box<Observer>, oneshot::Receiver<PrimaryOutcome>) {
         let (done, rx) = oneshot::channel();
         let o = Observer {
+            mirror_done: None,
             digest: digest.map(ResultDigest::new),
             last_tag: None,
             sqlstate: None,
@@ -66,6 +78,7 @@ impl Observer {
     /// Only times the batch for its digest's latency histogram.
     pub fn timing_only(stats: Arc<DigestStats>, backend: BackendId) -> Box<Observer> {
         Box::new(Observer {
+            mirror_done: None,
             digest: None,
             last_tag: None,
             sqlstate: None,
@@ -114,6 +127,11 @@ impl Observer {
             }
             _ => {}
         }
+    }
+
+    /// The primary failed this batch (so a mirror failure is no news).
+    pub fn primary_failed(&self) -> bool {
+        self.sqlstate.is_some()
     }
 
     pub fn finish(self) {

@@ -18,6 +18,10 @@ use super::observe::Observer;
 use super::relay::{End, RelayError};
 use crate::stream::{ReadHalf, WriteHalf};
 
+/// How long a client waits for the mirror in `mirror.mode: sync` before it
+/// gets its answer anyway (with an error when failures are returned).
+const SYNC_MIRROR_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Reads grow a buffer in steps of at least this much.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -99,6 +103,7 @@ impl<'a> Responses<'a> {
             .set_streaming(!observer.as_ref().is_some_and(|o| o.needs_rows()));
         loop {
             let mut at = 0;
+            let mut rfq_at = 0;
             let mut ready = None;
             loop {
                 match r
@@ -117,6 +122,7 @@ impl<'a> Responses<'a> {
                                     backend::ready_for_query(body)
                                         .map_err(|e| RelayError::BackendProtocol(backend, e))?,
                                 );
+                                rfq_at = at;
                                 at += h.frame_len;
                                 break;
                             }
@@ -131,7 +137,50 @@ impl<'a> Responses<'a> {
                     Step::NeedMore => break,
                 }
             }
-            if swallow.is_none() && at > 0 {
+            let sync =
+                ready.is_some() && observer.as_ref().is_some_and(|o| o.mirror_done.is_some());
+            if sync {
+                // Sync mirroring: everything but the ReadyForQuery now, the
+                // ReadyForQuery once the mirror is done (with its error
+                // first, when a mirror-only failure fails the client).
+                write_out(self.client, &r.buf[..rfq_at])
+                    .await
+                    .map_err(RelayError::ClientIo)?;
+                if let Some((o, (done, fail))) = observer
+                    .take()
+                    .and_then(|mut o| o.mirror_done.take().map(|d| (o, d)))
+                {
+                    let primary_failed = o.primary_failed();
+                    o.finish();
+                    let error = match tokio::time::timeout(SYNC_MIRROR_WAIT, done).await {
+                        Ok(Ok(result)) => result.error,
+                        Ok(Err(_)) => Some((
+                            "08006".to_owned(),
+                            "the mirror did not apply the statement".to_owned(),
+                        )),
+                        Err(_) => Some((
+                            "57014".to_owned(),
+                            "timed out waiting for the mirror".to_owned(),
+                        )),
+                    };
+                    if let (true, false, Some((code, message))) = (fail, primary_failed, error) {
+                        let mut e = BytesMut::new();
+                        let other = backend.other();
+                        pgshift_protocol::encode::error_response(
+                            &mut e,
+                            "ERROR",
+                            &code,
+                            &format!("mirror backend {other}: {message}"),
+                        );
+                        write_out(self.client, &e)
+                            .await
+                            .map_err(RelayError::ClientIo)?;
+                    }
+                }
+                write_out(self.client, &r.buf[rfq_at..at])
+                    .await
+                    .map_err(RelayError::ClientIo)?;
+            } else if swallow.is_none() && at > 0 {
                 write_out(self.client, &r.buf[..at])
                     .await
                     .map_err(RelayError::ClientIo)?;

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use pgshift_protocol::frontend::{tag, Parse};
 use pgshift_protocol::{encode, Frame};
 use pgshift_rules::classify::{Classification, TxnControl};
-use pgshift_rules::config::{BackendId, Kind, OverflowPolicy};
+use pgshift_rules::config::{BackendId, Kind, MirrorErrorPolicy, MirrorMode, OverflowPolicy};
 use tokio::sync::oneshot;
 
 use super::Requests;
@@ -26,6 +26,8 @@ use crate::stats::DigestStats;
 /// A mirrored batch in the making.
 pub(super) struct BatchMirror {
     target: BackendId,
+    /// A held BEGIN (its own batch) to replay first.
+    begin: Option<Bytes>,
     bytes: BytesMut,
     /// Names of statements the batch parses (the mirror gets them too).
     parsed: Vec<Bytes>,
@@ -34,6 +36,7 @@ pub(super) struct BatchMirror {
     /// The batch runs a statement (an Execute, or a simple Query); one
     /// that only prepares or describes is not compared.
     executes: bool,
+    done: Option<oneshot::Sender<crate::session::observe::MirrorResult>>,
     primary: Option<oneshot::Receiver<PrimaryOutcome>>,
     compare: Option<CompareJob>,
     stats: Arc<DigestStats>,
@@ -105,27 +108,41 @@ impl Requests<'_> {
             sql: Arc::from(sql.unwrap_or_default()),
             rule: rule_name.map(str::to_owned),
         });
-        let (observer, primary) = if compare.is_some() || ends_transaction {
+        let sync = self.loaded.config.mirror.mode == MirrorMode::Sync;
+        let (mut observer, primary) = if compare.is_some() || ends_transaction || sync {
             let (o, rx) = Observer::new(compare.as_ref().map(|c| &c.opts));
-            (Some(o.timed(Arc::clone(&stats), b)), Some(rx))
+            (o.timed(Arc::clone(&stats), b), Some(rx))
         } else {
-            (Some(Observer::timing_only(Arc::clone(&stats), b)), None)
+            (Observer::timing_only(Arc::clone(&stats), b), None)
         };
-        if let Some(begin) = begun {
-            // The transaction's held BEGIN goes to the mirror first.
-            let mut bytes = BytesMut::new();
-            for f in &begin {
-                bytes.extend_from_slice(f.as_bytes());
+        let done = sync.then(|| {
+            let (tx, rx) = oneshot::channel();
+            let fail = self.loaded.config.mirror.on_mirror_error == MirrorErrorPolicy::Fail;
+            observer.mirror_done = Some((rx, fail));
+            tx
+        });
+        let observer = Some(observer);
+        // The transaction's held BEGIN goes to the mirror just before the
+        // batch (after the catch-up its statements may need).
+        let mut begin = BytesMut::new();
+        let mut parsed = Vec::new();
+        for f in begun.iter().flatten() {
+            begin.extend_from_slice(f.as_bytes());
+            if f.tag() == tag::PARSE {
+                if let Ok(p) = Parse::decode(f.body()) {
+                    parsed.push(Bytes::copy_from_slice(p.name));
+                }
             }
-            self.mirror_control(target, bytes.freeze(), 1);
         }
         self.batch_mirror = Some(BatchMirror {
             target,
+            begin: (!begin.is_empty()).then(|| begin.freeze()),
             bytes: BytesMut::new(),
-            parsed: Vec::new(),
+            parsed,
             write: kind != Kind::Read,
             ends_transaction,
             executes: false,
+            done,
             primary,
             compare,
             stats,
@@ -215,6 +232,9 @@ impl Requests<'_> {
             self.state.also_parsed_on(name, slot);
         }
         self.mirror_catch_up(target);
+        if let Some(begin) = batch.begin.clone() {
+            self.mirror_control(target, begin, 1);
+        }
         let Some(link) = self.mirrors[i].as_ref() else {
             return Ok(());
         };
@@ -256,6 +276,7 @@ impl Requests<'_> {
                 ends_transaction: batch.ends_transaction,
                 compare,
                 primary_backend: target.other(),
+                done: batch.done,
             })),
         };
         let counters = self.shared.mirroring.counters(target);
