@@ -297,12 +297,18 @@ fn missed(
     shared: &Shared,
     backend: BackendId,
     session: &SessionMeta,
-    item: &MirrorItem,
+    item: &mut MirrorItem,
     reason: &str,
 ) {
     let counters = shared.mirroring.counters(backend);
-    match &item.job {
+    match &mut item.job {
         Job::Statement(job) => {
+            // Sync mirroring: the waiting client hears of it now.
+            if let Some(done) = job.done.take() {
+                let _ = done.send(MirrorResult {
+                    error: Some(("08006".to_owned(), reason.to_owned())),
+                });
+            }
             counters.dropped.fetch_add(1, Ordering::Relaxed);
             job.stats.record_mirror_dropped();
         }

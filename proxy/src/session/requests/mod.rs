@@ -104,12 +104,7 @@ pub struct Requests<'a> {
     /// The latest Bind names a COPY ... FROM STDIN statement.
     bound_copy_in: bool,
     /// The open batch's digest, counted as a call when it executes.
-    batch_call: Option<(
-        Arc<crate::stats::DigestStats>,
-        BackendId,
-        Option<BackendId>,
-        Option<String>,
-    )>,
+    batch_call: Option<PendingCall>,
 }
 
 impl<'a> Requests<'a> {
@@ -834,6 +829,15 @@ impl<'a> Requests<'a> {
         Ok(())
     }
 }
+
+/// A batch's digest, backend, mirror and rule, counted as a call when the
+/// batch's statement runs.
+type PendingCall = (
+    Arc<crate::stats::DigestStats>,
+    BackendId,
+    Option<BackendId>,
+    Option<String>,
+);
 
 /// A COPY whose data the client sends next.
 struct CopyIn {
