@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Pass-through throughput and latency of direct Postgres, pgbouncer (session
-# mode) and pgshift (defaults {primary: old, mirror: none}, no rules), measured
-# in one interleaved run against one throwaway cluster.
+# Throughput and latency of direct Postgres, pgbouncer (session mode), pgshift
+# pass-through (defaults {primary: old, mirror: none}, no rules) and pgshift
+# mirroring (defaults {primary: old, mirror: new, compare: true}: every select
+# also runs, asynchronously, on a second database holding the same pgbench
+# data and both results are compared), measured in one interleaved run
+# against one throwaway cluster.
 #
 #   DURATION=10 ROUNDS=3 bash benches/pgbench.sh
+#   TARGETS="direct pgshift mirrored" bash benches/pgbench.sh
 #
 # Environment knobs (defaults in brackets):
+#   TARGETS  ["direct pgbouncer pgshift mirrored"]   which targets to run, in this order
 #   DURATION [10]    seconds per pgbench run
 #   ROUNDS   [3]     rounds of (target x mode) throughput runs; medians are reported
 #   SCALE    [10]    pgbench -i scale factor
@@ -16,8 +21,8 @@
 #   PGSHIFT_BIN      use this pgshift binary instead of building one
 #   PGSHIFT_PG_BIN   directory holding initdb/pg_ctl/postgres
 #   KEEP=1           keep the temp dir (logs, configs) after the run
-# Default run: 3 rounds x 3 targets x 3 modes x 10 s + 3 x 10 s of latency
-# runs + setup, about 5.5 minutes (plus the cargo build if needed).
+# Default run: 3 rounds x 4 targets x 3 modes x 10 s + 4 x (10 s latency +
+# 3 s warm-up) + setup, about 7.5 minutes (plus the cargo build if needed).
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -28,7 +33,9 @@ THREADS=${THREADS:-2}
 MODES=${MODES:-"simple extended prepared"}
 WARMUP=${WARMUP:-3}
 KEEP=${KEEP:-0}
-TARGETS=(direct pgbouncer pgshift)
+ALL_TARGETS="direct pgbouncer pgshift mirrored"
+# TARGETS may come from the environment as a space-separated string.
+read -r -a TARGETS <<<"${TARGETS:-$ALL_TARGETS}"
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -37,9 +44,19 @@ die() {
     exit 1
 }
 
+[[ ${#TARGETS[@]} -gt 0 ]] || die "TARGETS is empty (known targets: $ALL_TARGETS)"
+seen=" "
+for t in "${TARGETS[@]}"; do
+    [[ " $ALL_TARGETS " == *" $t "* ]] || die "unknown target '$t' in TARGETS (known: $ALL_TARGETS)"
+    [[ $seen != *" $t "* ]] || die "target '$t' appears twice in TARGETS"
+    seen+="$t "
+done
+has_target() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
+
 # ---------------------------------------------------------------- cleanup
 DIR=""
 SHIFT_PID=""
+MIRROR_PID=""
 BOUNCER_PID=""
 CUR_PID="" # the pgbench (or other long command) currently running
 PG_STARTED=0
@@ -61,7 +78,7 @@ stop_pid() {
 
 tail_logs() {
     local f
-    for f in pgshift.log pgbouncer.log postgres.log; do
+    for f in pgshift.log pgshift-mirrored.log pgbouncer.log postgres.log; do
         if [[ -s $DIR/$f ]]; then
             echo "---- last 30 lines of $f ----" >&2
             tail -n 30 "$DIR/$f" >&2
@@ -81,6 +98,7 @@ cleanup() {
     fi
     stop_pid "$CUR_PID"
     stop_pid "$SHIFT_PID"
+    stop_pid "$MIRROR_PID"
     stop_pid "$BOUNCER_PID"
     if [[ $PG_STARTED == 1 && -f $DIR/data/postmaster.pid ]]; then
         local pmpid
@@ -149,8 +167,9 @@ find_pgbouncer() {
     PGBOUNCER=$(command -v pgbouncer 2>/dev/null || true)
     [[ -n $PGBOUNCER ]] || { [[ -x /usr/sbin/pgbouncer ]] && PGBOUNCER=/usr/sbin/pgbouncer; } || true
 }
-find_pgbouncer
-if [[ -z $PGBOUNCER ]]; then
+PGBOUNCER=""
+has_target pgbouncer && find_pgbouncer
+if has_target pgbouncer && [[ -z $PGBOUNCER ]]; then
     [[ $EUID -eq 0 ]] || die "pgbouncer not found (install it, or run as root to have this script apt-get it)"
     command -v apt-get >/dev/null || die "pgbouncer not found and apt-get is not available"
     log "pgbouncer not found: installing it with 'apt-get install -y pgbouncer'"
@@ -171,14 +190,17 @@ if [[ -z $PGBOUNCER ]]; then
     [[ -n $PGBOUNCER ]] || die "pgbouncer still not found after installing it"
 fi
 
-if [[ -n ${PGSHIFT_BIN:-} ]]; then
-    SHIFT_BIN=$PGSHIFT_BIN
-else
-    log "building pgshift (cargo build --release -p pgshift)"
-    (cd "$REPO" && cargo build --release -q -p pgshift) >&2
-    SHIFT_BIN=$REPO/target/release/pgshift
+SHIFT_BIN=""
+if has_target pgshift || has_target mirrored; then
+    if [[ -n ${PGSHIFT_BIN:-} ]]; then
+        SHIFT_BIN=$PGSHIFT_BIN
+    else
+        log "building pgshift (cargo build --release -p pgshift)"
+        (cd "$REPO" && cargo build --release -q -p pgshift) >&2
+        SHIFT_BIN=$REPO/target/release/pgshift
+    fi
+    [[ -x $SHIFT_BIN ]] || die "pgshift binary $SHIFT_BIN is not executable"
 fi
-[[ -x $SHIFT_BIN ]] || die "pgshift binary $SHIFT_BIN is not executable"
 
 # ---------------------------------------------------------------- sandbox
 DIR=$(mktemp -d /tmp/pgshift-bench.XXXXXX)
@@ -216,6 +238,8 @@ free_port() {
 free_port PG_PORT
 free_port BOUNCER_PORT
 free_port SHIFT_PORT
+free_port MIRROR_PORT
+free_port MIRROR_ADMIN_PORT
 
 APP_PASSWORD=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 export PGPASSWORD=$APP_PASSWORD PGUSER=app PGDATABASE=app PGHOST=127.0.0.1
@@ -246,12 +270,19 @@ PG_STARTED=1
     -c "CREATE ROLE app LOGIN PASSWORD '$APP_PASSWORD'" \
     -c "CREATE DATABASE app OWNER app" \
     -c "CREATE DATABASE app_new OWNER app" >/dev/null
-log "pgbench -i -s $SCALE"
-run_waited "$DIR/pgbench-init.log" "$PGBENCH" -i -q -s "$SCALE" -p "$PG_PORT" ||
-    { cat "$DIR/pgbench-init.log" >&2; die "pgbench -i failed"; }
-"$PSQL" -X -q -h "$DIR" -p "$PG_PORT" -U postgres -d app -c "VACUUM ANALYZE" >/dev/null
+# app_new gets the same pgbench data only when `mirrored` runs (it mirrors
+# every select there); for pass-through pgshift it stays empty and unused.
+INIT_DBS=(app)
+! has_target mirrored || INIT_DBS+=(app_new)
+for db in "${INIT_DBS[@]}"; do
+    log "pgbench -i -s $SCALE ($db)"
+    run_waited "$DIR/pgbench-init-$db.log" "$PGBENCH" -i -q -s "$SCALE" -p "$PG_PORT" "$db" ||
+        { cat "$DIR/pgbench-init-$db.log" >&2; die "pgbench -i ($db) failed"; }
+    "$PSQL" -X -q -h "$DIR" -p "$PG_PORT" -U postgres -d "$db" -c "VACUUM ANALYZE" >/dev/null
+done
 
 # ---------------------------------------------------------------- pgbouncer
+if has_target pgbouncer; then
 printf '"app" "%s"\n' "$APP_PASSWORD" >"$DIR/userlist.txt"
 cat >"$DIR/pgbouncer.ini" <<EOF
 [databases]
@@ -275,11 +306,13 @@ chmod 600 "$DIR/userlist.txt"
 log "pgbouncer on port $BOUNCER_PORT"
 "${AS_USER[@]}" "$PGBOUNCER" "$DIR/pgbouncer.ini" >"$DIR/pgbouncer.log" 2>&1 &
 BOUNCER_PID=$!
+fi
 
 # ---------------------------------------------------------------- pgshift
 # pgshift requires a `new` backend and refuses one that is the same database
-# as `old`, so `new` is an empty second database on the same cluster; with
+# as `old`, so `new` is a second database on the same cluster; with
 # {primary: old, mirror: none} and no rules no statement is routed to it.
+if has_target pgshift; then
 cat >"$DIR/pgshift.yaml" <<EOF
 listen: 127.0.0.1:$SHIFT_PORT
 backends:
@@ -295,9 +328,37 @@ chmod 600 "$DIR/pgshift.yaml"
 log "pgshift ($SHIFT_BIN) on port $SHIFT_PORT"
 RUST_LOG=${RUST_LOG:-warn} "$SHIFT_BIN" run --config "$DIR/pgshift.yaml" >"$DIR/pgshift.log" 2>&1 &
 SHIFT_PID=$!
+fi
 
-declare -A PORT=([direct]=$PG_PORT [pgbouncer]=$BOUNCER_PORT [pgshift]=$SHIFT_PORT)
-declare -A PID_OF=([direct]="" [pgbouncer]=$BOUNCER_PID [pgshift]=$SHIFT_PID)
+# ---------------------------------------------------------------- pgshift, mirrored
+# A second pgshift process: same primary path, plus every statement mirrored
+# asynchronously (the client never waits for the mirror) to app_new, which
+# holds the same pgbench data, with every mirrored result compared. Both
+# databases live in the same Postgres, so the database does twice the work.
+# The admin listener is only read once, at the end, for the mirror counters.
+if has_target mirrored; then
+cat >"$DIR/pgshift-mirrored.yaml" <<EOF
+listen: 127.0.0.1:$MIRROR_PORT
+admin: 127.0.0.1:$MIRROR_ADMIN_PORT
+backends:
+  old: { url: "postgres://app:$APP_PASSWORD@127.0.0.1:$PG_PORT/app", tls: disable }
+  new: { url: "postgres://app:$APP_PASSWORD@127.0.0.1:$PG_PORT/app_new", tls: disable }
+auth:
+  method: scram-sha-256
+  users:
+    - { name: app, password: "$APP_PASSWORD" }
+defaults: { primary: old, mirror: new, compare: true }
+compare: { sample: 100 }
+EOF
+chmod 600 "$DIR/pgshift-mirrored.yaml"
+log "pgshift mirrored ($SHIFT_BIN) on port $MIRROR_PORT, admin on $MIRROR_ADMIN_PORT"
+RUST_LOG=${RUST_LOG:-warn} "$SHIFT_BIN" run --config "$DIR/pgshift-mirrored.yaml" >"$DIR/pgshift-mirrored.log" 2>&1 &
+MIRROR_PID=$!
+fi
+
+declare -A PORT=([direct]=$PG_PORT [pgbouncer]=$BOUNCER_PORT [pgshift]=$SHIFT_PORT [mirrored]=$MIRROR_PORT)
+declare -A PID_OF=([direct]="" [pgbouncer]=$BOUNCER_PID [pgshift]=$SHIFT_PID [mirrored]=$MIRROR_PID)
+declare -A LOG_OF=([direct]=postgres.log [pgbouncer]=pgbouncer.log [pgshift]=pgshift.log [mirrored]=pgshift-mirrored.log)
 
 wait_ready() {
     local t=$1 pid=${PID_OF[$1]}
@@ -318,12 +379,19 @@ for t in "${TARGETS[@]}"; do
     n=$("$PSQL" -X -q -tA -p "${PORT[$t]}" -c "SELECT count(*) FROM pgbench_accounts")
     [[ $n == $((SCALE * 100000)) ]] || die "$t: pgbench_accounts has $n rows"
 done
+if has_target mirrored; then
+    n=$("$PSQL" -X -q -tA -p "$PG_PORT" -d app_new -c "SELECT count(*) FROM pgbench_accounts")
+    [[ $n == $((SCALE * 100000)) ]] || die "app_new: pgbench_accounts has $n rows"
+fi
 
 # How many backend connections one pgshift client session holds (a second
 # one would be its connection to `new`, which these runs never use).
-probe=pgshift-probe-$$
-SHIFT_BACKENDS=$(PGAPPNAME=$probe "$PSQL" -X -q -tA -p "$SHIFT_PORT" \
-    -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = '$probe'" 2>&1 || true)
+SHIFT_BACKENDS=n/a
+if has_target pgshift; then
+    probe=pgshift-probe-$$
+    SHIFT_BACKENDS=$(PGAPPNAME=$probe "$PSQL" -X -q -tA -p "$SHIFT_PORT" \
+        -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = '$probe'" 2>&1 || true)
+fi
 
 # ---------------------------------------------------------------- helpers
 CLK_TCK=$(getconf CLK_TCK)
@@ -366,7 +434,7 @@ bench() {
         FAILED[$t/$mode]=1
         log "$t -M $mode: pgbench exit $rc; its output:"
         sed 's/^/    /' "$out" >&2
-        [[ $t != pgshift ]] || { echo "---- pgshift.log tail ----" >&2; tail -n 20 "$DIR/pgshift.log" >&2; }
+        [[ -z $pid ]] || { echo "---- ${LOG_OF[$t]} tail ----" >&2; tail -n 20 "$DIR/${LOG_OF[$t]}" >&2; }
         [[ -n $tps ]] || tps=NA
     fi
     [[ $tps == NA ]] || tps=$(printf '%.0f' "$tps")
@@ -437,63 +505,145 @@ for t in "${TARGETS[@]}"; do
     log "latency  $t: n=$n p50=${p50}us p99=${p99}us mean=${mean}us"
 done
 
+# ---------------------------------------------------------------- mirror counters
+# Read once, after all runs: totals over the whole run (setup queries,
+# warm-up, throughput and latency runs).
+MIRROR_STATS=""
+if has_target mirrored; then
+    sleep 1 # let the mirror drain what the last run queued
+    if command -v curl >/dev/null 2>&1 &&
+        status_json=$(curl -fsS --max-time 5 "http://127.0.0.1:$MIRROR_ADMIN_PORT/status" 2>&1); then
+        if command -v jq >/dev/null 2>&1; then
+            MIRROR_STATS=$(jq -r '.mirror | .new as $n |
+                "queued \($n.queued), applied \($n.applied), dropped \($n.dropped), errors \($n.errors), " +
+                "replay errors \($n.replay_errors), compared \($n.compared), mismatched \($n.mismatched), " +
+                "queue depth now \($n.queue_depth), diverged sessions \(.diverged_sessions_total)"' \
+                <<<"$status_json" 2>&1 || true)
+        else
+            MIRROR_STATS=$(tr -d '\n' <<<"$status_json" | grep -o '"mirror":.*' || true)
+        fi
+    else
+        MIRROR_STATS="unavailable (admin /status: ${status_json:-curl not found})"
+    fi
+fi
+
 # ---------------------------------------------------------------- report
 pg_version=$("$PG_BIN/postgres" --version)
-bouncer_version=$("$PGBOUNCER" --version 2>&1 | awk 'NR == 1')
-shift_version=$("$SHIFT_BIN" --version 2>&1 | awk 'NR == 1')
+bouncer_version=-
+[[ -z $PGBOUNCER ]] || bouncer_version=$("$PGBOUNCER" --version 2>&1 | awk 'NR == 1')
+shift_version=-
+[[ -z $SHIFT_BIN ]] || shift_version=$("$SHIFT_BIN" --version 2>&1 | awk 'NR == 1')
 git_rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "?")
 git_dirty=""
 [[ -z $(git -C "$REPO" status --porcelain 2>/dev/null || true) ]] || git_dirty=" (+ uncommitted changes)"
 cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-shift_threads=$(ls "/proc/$SHIFT_PID/task" 2>/dev/null | wc -l)
+threads_of() { if [[ -n $1 && -d /proc/$1/task ]]; then ls "/proc/$1/task" | wc -l; else echo "?"; fi; }
+PROXIES=()
+for t in "${TARGETS[@]}"; do [[ -z ${PID_OF[$t]} ]] || PROXIES+=("$t"); done
+# Ratios (a/b) worth printing: both targets must have run.
+RATIOS=()
+for pair in pgshift/direct pgshift/pgbouncer pgbouncer/direct mirrored/pgshift mirrored/direct; do
+    # mirrored/direct only when there is no pgshift to compare with.
+    [[ $pair != mirrored/direct ]] || ! has_target pgshift || continue
+    if has_target "${pair%/*}" && has_target "${pair#*/}"; then RATIOS+=("$pair"); fi
+done
 
 echo
 echo "=================================================================================="
-echo " pgshift pass-through benchmark"
+echo " pgshift benchmark: ${TARGETS[*]}"
 echo "=================================================================================="
 echo " machine   : $(nproc) CPUs ($cpu_model), $(uname -sr), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM"
 echo " load avg  : $LOAD0 before the runs, $(cut -d' ' -f1-3 /proc/loadavg) after (other work on the machine skews results)"
 echo " postgres  : $pg_version (fsync=off, max_connections=200, scram-sha-256 over TCP)"
-echo " pgbouncer : $bouncer_version (pool_mode=session, auth_type=scram-sha-256, default_pool_size=20)"
-echo " pgshift   : $shift_version, git $git_rev$git_dirty, $shift_threads threads, RUST_LOG=${RUST_LOG:-warn}"
-echo "             backend connections per pgshift client session: $SHIFT_BACKENDS"
+if has_target pgbouncer; then
+    echo " pgbouncer : $bouncer_version (pool_mode=session, auth_type=scram-sha-256, default_pool_size=20)"
+fi
+if [[ -n $SHIFT_BIN ]]; then
+    echo " pgshift   : $shift_version, git $git_rev$git_dirty, RUST_LOG=${RUST_LOG:-warn}"
+    if has_target pgshift; then
+        echo "             pgshift : pass-through, defaults {primary: old, mirror: none}, $(threads_of "$SHIFT_PID") threads," \
+            "$SHIFT_BACKENDS backend connection(s) per client session"
+    fi
+    if has_target mirrored; then
+        echo "             mirrored: defaults {primary: old, mirror: new, compare: true}, compare.sample 100," \
+            "async mirror (queue 10000, on_overflow drop), $(threads_of "$MIRROR_PID") threads"
+    fi
+fi
 echo " workload  : pgbench -S (select-only), scale $SCALE, -c $CLIENTS -j $THREADS -T $DURATION, $ROUNDS interleaved rounds"
 echo "             client, proxies and Postgres all share this machine's $(nproc) CPUs"
+if has_target mirrored; then
+    echo "             mirrored replays every select on app_new (same pgbench data) in the SAME Postgres instance and"
+    echo "             compares both results, so per transaction it does twice the database work of the other targets"
+fi
 echo
 echo "Throughput: median TPS over $ROUNDS rounds (per-round values in brackets)"
-printf '  %-9s %11s %11s %11s   %13s %16s %16s\n' mode direct pgbouncer pgshift pgshift/direct pgshift/pgbouncer pgbouncer/direct
 declare -A MED=()
+line=$(printf '  %-9s' mode)
+for t in "${TARGETS[@]}"; do line+=$(printf ' %11s' "$t"); done
+echo "$line"
 for mode in $MODES; do
-    for t in "${TARGETS[@]}"; do MED[$t/$mode]=$(median <<<"${TPS[$t/$mode]}"); done
-    printf '  %-9s %11s %11s %11s   %13s %16s %16s\n' "$mode" \
-        "${MED[direct/$mode]}" "${MED[pgbouncer/$mode]}" "${MED[pgshift/$mode]}" \
-        "$(ratio "${MED[pgshift/$mode]}" "${MED[direct/$mode]}")" \
-        "$(ratio "${MED[pgshift/$mode]}" "${MED[pgbouncer/$mode]}")" \
-        "$(ratio "${MED[pgbouncer/$mode]}" "${MED[direct/$mode]}")"
+    line=$(printf '  %-9s' "$mode")
+    for t in "${TARGETS[@]}"; do
+        MED[$t/$mode]=$(median <<<"${TPS[$t/$mode]}")
+        line+=$(printf ' %11s' "${MED[$t/$mode]}")
+    done
+    echo "$line"
 done
+if [[ ${#RATIOS[@]} -gt 0 ]]; then
+    line=$(printf '  %-9s' ratio)
+    for pair in "${RATIOS[@]}"; do line+=$(printf ' %18s' "$pair"); done
+    echo "$line"
+    for mode in $MODES; do
+        line=$(printf '  %-9s' "$mode")
+        for pair in "${RATIOS[@]}"; do
+            line+=$(printf ' %18s' "$(ratio "${MED[${pair%/*}/$mode]}" "${MED[${pair#*/}/$mode]}")")
+        done
+        echo "$line"
+    done
+fi
 for mode in $MODES; do
     for t in "${TARGETS[@]}"; do
         printf '    %-9s %-9s [ %s]\n' "$mode" "$t" "${TPS[$t/$mode]}"
     done
 done
 echo
-echo "Proxy CPU per transaction (median; user+sys of the proxy process / transactions)"
-printf '  %-9s %18s %18s   %s\n' mode "pgbouncer us/txn" "pgshift us/txn" "host CPU busy % (direct / pgbouncer / pgshift)"
+if [[ ${#PROXIES[@]} -gt 0 ]]; then
+    echo "Proxy CPU per transaction: median us of user+sys CPU of the proxy process per transaction (sys part)"
+    line=$(printf '  %-9s' mode)
+    for t in "${PROXIES[@]}"; do line+=$(printf ' %19s' "$t"); done
+    echo "$line"
+    for mode in $MODES; do
+        line=$(printf '  %-9s' "$mode")
+        for t in "${PROXIES[@]}"; do
+            line+=$(printf ' %19s' "$(median <<<"${PROXY_US[$t/$mode]}") (sys $(median <<<"${PROXY_SYS_US[$t/$mode]}"))")
+        done
+        echo "$line"
+    done
+    echo
+fi
+echo "Host CPU busy %: median over the rounds, whole machine, during each target's runs"
+line=$(printf '  %-9s' mode)
+for t in "${TARGETS[@]}"; do line+=$(printf ' %11s' "$t"); done
+echo "$line"
 for mode in $MODES; do
-    printf '  %-9s %11s (sys %s) %10s (sys %s)   %s / %s / %s\n' "$mode" \
-        "$(median <<<"${PROXY_US[pgbouncer/$mode]}")" "$(median <<<"${PROXY_SYS_US[pgbouncer/$mode]}")" \
-        "$(median <<<"${PROXY_US[pgshift/$mode]}")" "$(median <<<"${PROXY_SYS_US[pgshift/$mode]}")" \
-        "$(median <<<"${HOST_BUSY[direct/$mode]}")" "$(median <<<"${HOST_BUSY[pgbouncer/$mode]}")" \
-        "$(median <<<"${HOST_BUSY[pgshift/$mode]}")"
+    line=$(printf '  %-9s' "$mode")
+    for t in "${TARGETS[@]}"; do line+=$(printf ' %11s' "$(median <<<"${HOST_BUSY[$t/$mode]}")"); done
+    echo "$line"
 done
 echo
 echo "Latency: 1 client, pgbench -S -M extended -c 1 -T $DURATION, per-transaction latency from -l (microseconds)"
 printf '  %-9s %9s %8s %8s %9s   %s\n' target txns p50 p99 mean "p50 overhead vs direct"
 for t in "${TARGETS[@]}"; do
-    over=$(awk -v a="${P50[$t]}" -v b="${P50[direct]}" 'BEGIN {if (a=="NA"||b=="NA") print "n/a"; else printf "%+d us", a-b}')
+    over=$(awk -v a="${P50[$t]}" -v b="${P50[direct]:-NA}" 'BEGIN {if (a=="NA"||b=="NA") print "n/a"; else printf "%+d us", a-b}')
     [[ $t != direct ]] || over="-"
     printf '  %-9s %9s %8s %8s %9s   %s\n' "$t" "${NTX[$t]}" "${P50[$t]}" "${P99[$t]}" "${PMEAN[$t]}" "$over"
 done
+if has_target mirrored && has_target pgshift; then
+    awk -v m="${P50[mirrored]}" -v p="${P50[pgshift]}" 'BEGIN {
+        if (m == "NA" || p == "NA" || p + 0 == 0) print "  primary-path p50 with async mirroring vs pass-through: n/a";
+        else printf "  primary-path p50 with async mirroring vs pass-through: %+.1f%% (%d us vs %d us)\n", 100 * (m - p) / p, m, p
+    }'
+fi
 echo
 
 status=0
@@ -501,19 +651,29 @@ for key in "${!FAILED[@]}"; do
     echo "FAILED: $key (pgbench reported errors; see the log lines above)"
     status=1
 done
-note=$(awk -v r="$(ratio "${MED[pgshift/extended]:-NA}" "${MED[pgbouncer/extended]:-NA}")" \
-    'BEGIN {if (r ~ /n\/a/) print "unknown"; else if (r + 0 < 0.9) print "slow"; else print "ok"}')
-if [[ $note == slow ]]; then
-    echo "NOTE: pgshift is below 0.9x pgbouncer with -M extended."
+note=unknown
+if has_target pgshift && has_target pgbouncer; then
+    note=$(awk -v r="$(ratio "${MED[pgshift/extended]:-NA}" "${MED[pgbouncer/extended]:-NA}")" \
+        'BEGIN {if (r ~ /n\/a/) print "unknown"; else if (r + 0 < 0.9) print "slow"; else print "ok"}')
+    if [[ $note == slow ]]; then
+        echo "NOTE: pgshift is below 0.9x pgbouncer with -M extended."
+    fi
 fi
-warns=$(grep -cE 'WARN|ERROR' "$DIR/pgshift.log" || true)
-echo "pgshift log: $warns WARN/ERROR lines"
-if [[ $warns -gt 0 || $note == slow || $status -ne 0 ]]; then
-    echo "---- pgshift.log tail ----"
-    tail -n 20 "$DIR/pgshift.log"
+if has_target mirrored; then
+    echo "mirror (mirrored, admin /status after the runs): $MIRROR_STATS"
 fi
-if ! kill -0 "$SHIFT_PID" 2>/dev/null; then
-    echo "pgshift is no longer running!"
-    status=1
-fi
+for t in pgshift mirrored; do
+    has_target "$t" || continue
+    f=${LOG_OF[$t]}
+    warns=$(grep -cE 'WARN|ERROR' "$DIR/$f" || true)
+    echo "$f: $warns WARN/ERROR lines"
+    if [[ -s $DIR/$f ]] && [[ $warns -gt 0 || ($t == pgshift && $note == slow) || $status -ne 0 ]]; then
+        echo "---- $f tail ----"
+        tail -n 20 "$DIR/$f"
+    fi
+    if ! kill -0 "${PID_OF[$t]}" 2>/dev/null; then
+        echo "$t (pgshift) is no longer running!"
+        status=1
+    fi
+done
 exit "$status"
