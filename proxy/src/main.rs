@@ -203,10 +203,16 @@ async fn wait_idle(proxy: &pgshift::Proxy) {
 /// CPU). On a small host shared with Postgres, fewer threads mean fewer
 /// cross-thread wake-ups per statement.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let threads = std::env::var("PGSHIFT_THREADS").ok().and_then(|v| v.parse::<usize>().ok());
+    let threads = std::env::var("PGSHIFT_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
     match threads {
-        Some(0) | None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
-        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        Some(0) | None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
         Some(n) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n)
             .enable_all()

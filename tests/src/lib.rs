@@ -115,6 +115,7 @@ pub async fn try_connect(url: &str) -> Result<tokio_postgres::Client, tokio_post
 }
 
 pub mod http;
+pub mod pgbench;
 mod proxy;
 pub use proxy::{
     base_yaml, mark_sides, proxy_with, proxy_with_yaml, side, side_simple, TestProxy, SCRAM_AUTH,

@@ -1,19 +1,9 @@
 //! Real client programs through pgshift: psql and pgbench in every -M mode.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use pgshift_tests::{fresh_db, old_and_new, proxy_with, APP_PASSWORD};
-
-/// A client program from the Postgres installation the clusters use.
-fn pg_program(name: &str) -> PathBuf {
-    let in_bin = old_and_new().old.bin_dir().join(name);
-    if in_bin.exists() {
-        in_bin
-    } else {
-        PathBuf::from(name)
-    }
-}
+use pgshift_tests::pgbench::{self, pg_program};
+use pgshift_tests::{fresh_db, proxy_with, APP_PASSWORD};
 
 /// Runs a client program off the runtime thread: the proxy under test
 /// shares the test's runtime, so a blocking wait here would starve it.
@@ -99,54 +89,26 @@ async fn psql_single_transaction_with_error_rolls_back() {
     assert!(!exists, "the -1 transaction rolled back");
 }
 
-fn failed_transactions(out: &str) -> Option<u64> {
-    out.lines()
-        .find_map(|l| l.strip_prefix("number of failed transactions: "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-}
-
-fn processed(out: &str) -> (u64, u64) {
-    let line = out
-        .lines()
-        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
-        .unwrap_or_else(|| panic!("no processed line in:\n{out}"));
-    let (done, want) = line.split_once('/').unwrap();
-    (done.trim().parse().unwrap(), want.trim().parse().unwrap())
-}
-
 #[tokio::test]
 async fn pgbench_in_every_protocol_mode() {
     let db = fresh_db("pgbench");
     let proxy = proxy_with(&db, "").await;
     let conn = proxy.conninfo();
-    let pgbench = pg_program("pgbench");
-    let init = tokio::task::spawn_blocking({
-        let (pgbench, conn) = (pgbench.clone(), conn.clone());
-        move || {
-            run(Command::new(pgbench)
-                .args(["-i", "-s", "1", "-q"])
-                .arg(conn))
-        }
-    })
-    .await
-    .unwrap();
-    assert!(init.contains("done"), "{init}");
+    let init = pgbench::run(conn.clone(), vec!["-i", "-s", "1", "-q"]).await;
+    assert!(init.text.contains("done"), "{}", init.text);
     for mode in ["simple", "extended", "prepared"] {
-        let out = tokio::task::spawn_blocking({
-            let (pgbench, conn) = (pgbench.clone(), conn.clone());
-            move || {
-                run(Command::new(pgbench)
-                    .args(["-n", "-M", mode, "-c", "4", "-j", "2", "-t", "150"])
-                    .arg(conn))
-            }
-        })
-        .await
-        .unwrap();
-        assert_eq!(processed(&out), (600, 600), "-M {mode}:\n{out}");
-        if let Some(failed) = failed_transactions(&out) {
-            assert_eq!(failed, 0, "-M {mode}:\n{out}");
-        }
+        let report = pgbench::run(
+            conn.clone(),
+            vec!["-n", "-M", mode, "-c", "4", "-j", "2", "-t", "150"],
+        )
+        .await;
+        assert_eq!(
+            report.processed(),
+            (600, 600),
+            "-M {mode}:\n{}",
+            report.text
+        );
+        assert_eq!(report.failed(), 0, "-M {mode}:\n{}", report.text);
     }
     // TPC-B wrote through the proxy to OLD only.
     let c = proxy.client().await;

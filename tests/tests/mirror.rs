@@ -1,12 +1,11 @@
 //! Mirroring and comparison against real OLD and NEW (SPEC guarantees 6, 7, 9).
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{pin_mut, SinkExt};
 use pgshift_rules::config::BackendId;
-use pgshift_tests::{fresh_db, old_and_new, proxy_with, url_new, url_old, TestProxy};
+use pgshift_tests::{fresh_db, old_and_new, pgbench, proxy_with, url_new, url_old, TestProxy};
 
 const DUAL_WRITES: &str = "defaults: { primary: old, mirror: new }\n";
 
@@ -50,32 +49,15 @@ fn both(db: &str, sql: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_writes_reach_new_exactly() {
     let db = fresh_db("mirror_pgbench");
-    let pgbench = old_and_new().old.bin_dir().join("pgbench");
-    for url in [url_old(&db), url_new(&db)] {
-        let out = Command::new(&pgbench)
-            .args(["-i", "-s", "1", "-q"])
-            .arg(&url)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-    }
+    pgbench::init_both(&db);
     let proxy = proxy_with(&db, DUAL_WRITES).await;
     let conn = proxy.conninfo();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(pgbench)
-            .env("PGPASSWORD", pgshift_tests::APP_PASSWORD)
-            .args(["-n", "-c", "4", "-j", "2", "-t", "200", "-M", "extended"])
-            .arg(conn)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = pgbench::run(
+        conn,
+        vec!["-n", "-c", "4", "-j", "2", "-t", "200", "-M", "extended"],
+    )
+    .await;
+    assert_eq!(report.failed(), 0, "{}", report.text);
     drained(&proxy).await;
     for t in ["pgbench_accounts", "pgbench_branches", "pgbench_tellers"] {
         same_on_both(

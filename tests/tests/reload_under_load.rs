@@ -2,88 +2,13 @@
 //! transaction never changes backend, and `rollback: true` written to the
 //! file takes effect within 100 ms (SPEC guarantees 2, 3, 5).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pgshift_tests::{
-    base_yaml, fresh_db, mark_sides, old_and_new, side_simple, url_new, url_old, APP_PASSWORD,
+    base_yaml, fresh_db, mark_sides, pgbench, side_simple, url_new, url_old, APP_PASSWORD,
     SCRAM_AUTH,
 };
-
-fn pgbench() -> PathBuf {
-    let p = old_and_new().old.bin_dir().join("pgbench");
-    if p.exists() {
-        p
-    } else {
-        PathBuf::from("pgbench")
-    }
-}
-
-/// pgbench tables on both sides, so either can serve a transaction.
-fn init_pgbench_both(db: &str) {
-    for url in [url_old(db), url_new(db)] {
-        let out = Command::new(pgbench())
-            .args(["-i", "-s", "1", "-q"])
-            .arg(&url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-struct Bench {
-    out: String,
-}
-
-impl Bench {
-    fn processed(&self) -> (u64, u64) {
-        let line = self
-            .out
-            .lines()
-            .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
-            .unwrap_or_else(|| panic!("no processed line:\n{}", self.out));
-        let mut parts = line.split('/').map(|p| {
-            p.split_whitespace()
-                .next()
-                .unwrap_or("0")
-                .parse::<u64>()
-                .unwrap_or(0)
-        });
-        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
-    }
-
-    fn failed(&self) -> u64 {
-        self.out
-            .lines()
-            .find_map(|l| l.strip_prefix("number of failed transactions: "))
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-fn run_pgbench(conninfo: String, args: Vec<&'static str>) -> tokio::task::JoinHandle<Bench> {
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(pgbench())
-            .env("PGPASSWORD", APP_PASSWORD)
-            .args(&args)
-            .arg(&conninfo)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "pgbench failed:\n{text}");
-        Bench { out: text }
-    })
-}
 
 fn parse(db: &str, extra: &str) -> pgshift_rules::config::Config {
     let yaml = format!("{}{SCRAM_AUTH}{extra}", base_yaml(db));
@@ -102,7 +27,7 @@ async fn history(url: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_reloads_under_pgbench_lose_no_transaction() {
     let db = fresh_db("reload_pgbench");
-    init_pgbench_both(&db);
+    pgbench::init_both(&db);
     // Reads of the accounts table alternate between OLD and NEW; TPC-B's
     // transactions start with an UPDATE (OLD by default) and stay there.
     let shifted = "rules:\n  - name: accounts-reads\n    match: { kind: [read], tables: [pgbench_accounts] }\n    primary: new\n";
@@ -111,26 +36,26 @@ async fn a_hundred_reloads_under_pgbench_lose_no_transaction() {
         "host=127.0.0.1 port={} user=app dbname={db}",
         proxy.local_addr().port()
     );
-    let tpcb = run_pgbench(
+    let tpcb = tokio::spawn(pgbench::run(
         conninfo.clone(),
         vec!["-n", "-c", "4", "-j", "2", "-t", "300", "-M", "extended"],
-    );
-    let reads = run_pgbench(
+    ));
+    let reads = tokio::spawn(pgbench::run(
         conninfo,
         vec![
             "-n", "-S", "-c", "2", "-j", "1", "-t", "1500", "-M", "prepared",
         ],
-    );
+    ));
     for i in 0..100 {
         let config = parse(&db, if i % 2 == 0 { shifted } else { "" });
         proxy.shared().install(config).unwrap();
         tokio::time::sleep(Duration::from_millis(15)).await;
     }
     let (tpcb, reads) = (tpcb.await.unwrap(), reads.await.unwrap());
-    assert_eq!(tpcb.processed(), (1200, 1200), "{}", tpcb.out);
-    assert_eq!(tpcb.failed(), 0, "{}", tpcb.out);
-    assert_eq!(reads.processed(), (3000, 3000), "{}", reads.out);
-    assert_eq!(reads.failed(), 0, "{}", reads.out);
+    assert_eq!(tpcb.processed(), (1200, 1200), "{}", tpcb.text);
+    assert_eq!(tpcb.failed(), 0, "{}", tpcb.text);
+    assert_eq!(reads.processed(), (3000, 3000), "{}", reads.text);
+    assert_eq!(reads.failed(), 0, "{}", reads.text);
     assert!(proxy.shared().current().version >= 101);
     // Every TPC-B transaction ran whole on OLD.
     assert_eq!(history(&url_old(&db)).await, 1200);
@@ -147,7 +72,7 @@ fn write_atomically(path: &Path, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_written_to_the_file_takes_effect_within_100ms_under_load() {
     let db = fresh_db("reload_rollback");
-    init_pgbench_both(&db);
+    pgbench::init_both(&db);
     mark_sides(&db);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pgshift.yaml");
@@ -166,10 +91,10 @@ async fn rollback_written_to_the_file_takes_effect_within_100ms_under_load() {
         "host=127.0.0.1 port={} user=app dbname={db}",
         proxy.local_addr().port()
     );
-    let load = run_pgbench(
+    let load = tokio::spawn(pgbench::run(
         conninfo,
         vec!["-n", "-c", "4", "-j", "2", "-T", "4", "-M", "extended"],
-    );
+    ));
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let written = Instant::now();
@@ -195,7 +120,7 @@ async fn rollback_written_to_the_file_takes_effect_within_100ms_under_load() {
     let history_old_at_switch = history(&url_old(&db)).await;
 
     let load = load.await.unwrap();
-    assert_eq!(load.failed(), 0, "{}", load.out);
+    assert_eq!(load.failed(), 0, "{}", load.text);
     let (done, _) = load.processed();
     assert!(done > 0);
     // Transactions after the switch went to OLD; none were lost.

@@ -2,7 +2,6 @@
 //! transactions pinned to one backend, session state following the session.
 //! Each test's database holds different data on each side (`whereami`).
 
-use std::process::Command;
 use std::time::Duration;
 
 use pgshift_tests::{
@@ -398,38 +397,16 @@ async fn pipelined_batches_to_both_backends_come_back_in_order() {
 #[tokio::test]
 async fn extended_protocol_transactions_follow_their_first_statement() {
     let db = fresh_db("route_ext_begin");
-    let pgbench = old_and_new().old.bin_dir().join("pgbench");
-    for url in [url_old(&db), url_new(&db)] {
-        let out = Command::new(&pgbench)
-            .args(["-i", "-s", "1", "-q"])
-            .arg(&url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    pgshift_tests::pgbench::init_both(&db);
     let rules = "rules:\n  - name: accounts-writes\n    match: { kind: [write], tables: [pgbench_accounts] }\n    primary: new\n";
     let proxy = proxy_with(&db, rules).await;
     for mode in ["extended", "prepared", "simple"] {
-        let (pgbench, conn) = (pgbench.clone(), proxy.conninfo());
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new(pgbench)
-                .env("PGPASSWORD", pgshift_tests::APP_PASSWORD)
-                .args(["-n", "-M", mode, "-c", "2", "-t", "25"])
-                .arg(conn)
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "-M {mode}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let report = pgshift_tests::pgbench::run(
+            proxy.conninfo(),
+            vec!["-n", "-M", mode, "-c", "2", "-t", "25"],
+        )
+        .await;
+        assert_eq!(report.failed(), 0, "-M {mode}: {}", report.text);
     }
     // Every transaction (its history INSERT included) ran on NEW.
     assert_eq!(
