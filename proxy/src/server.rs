@@ -69,6 +69,9 @@ pub struct Shared {
     pub cancels: Arc<CancelRegistry>,
     pub classifier: Classifier,
     pub mirroring: crate::mirror::MirrorHub,
+    /// Sessions' mirror tasks, which outlive their sessions until their
+    /// queues are replayed (bounded by the shutdown grace period).
+    pub mirror_tasks: TaskTracker,
     pub digests: crate::stats::DigestStore,
 }
 
@@ -227,6 +230,7 @@ pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow:
         cancels: Arc::new(CancelRegistry::default()),
         classifier: Classifier::new(CLASSIFIER_CAPACITY),
         mirroring: crate::mirror::MirrorHub::default(),
+        mirror_tasks: TaskTracker::new(),
         digests: crate::stats::DigestStore::new(crate::stats::DEFAULT_CAPACITY),
     });
     let shutdown = Shutdown::default();
@@ -399,13 +403,26 @@ async fn serve(
     drop(listener);
     sessions.close();
     tracing::info!(sessions = sessions.len(), "draining sessions");
-    if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
+    let deadline = tokio::time::Instant::now() + grace;
+    let drained = tokio::time::timeout_at(deadline, sessions.wait())
+        .await
+        .is_ok();
+    // Mirrors finish replaying what their sessions queued, within the same
+    // grace period: a dual write still queued at exit would be lost.
+    shared.mirror_tasks.close();
+    let mirrored = drained
+        && tokio::time::timeout_at(deadline, shared.mirror_tasks.wait())
+            .await
+            .is_ok();
+    if !mirrored {
         tracing::warn!(
             sessions = sessions.len(),
-            "grace period over, closing remaining sessions"
+            mirrors = shared.mirror_tasks.len(),
+            "grace period over, closing remaining sessions and mirrors"
         );
         shutdown.force.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), sessions.wait()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), shared.mirror_tasks.wait()).await;
     }
     tracing::info!("shutdown complete");
 }

@@ -469,3 +469,27 @@ async fn sync_mode_returns_mirror_failures_only_when_asked() {
         "3"
     );
 }
+
+#[tokio::test]
+async fn a_graceful_shutdown_lets_mirrors_finish_their_queues() {
+    let db = fresh_db("mirror_shutdown");
+    slow_and_strict_new(&db);
+    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    let c = proxy.client().await;
+    for i in 0..5 {
+        c.simple_query(&format!("INSERT INTO s VALUES ({i})"))
+            .await
+            .unwrap();
+    }
+    drop(c);
+    // The mirror is still replaying (0.3 s per insert on NEW).
+    assert!(
+        one(&url_new(&db), "SELECT count(*) FROM s")
+            .await
+            .parse::<i64>()
+            .unwrap()
+            < 5
+    );
+    proxy.shutdown().await;
+    assert_eq!(one(&url_new(&db), "SELECT count(*) FROM s").await, "5");
+}

@@ -352,7 +352,7 @@ impl Requests<'_> {
             application_name: self.info.application_name.clone(),
             startup_params: self.info.startup_params.clone(),
         };
-        tokio::spawn(task::run(
+        self.shared.mirror_tasks.spawn(task::run(
             target,
             Arc::clone(self.shared_arc()),
             meta,
