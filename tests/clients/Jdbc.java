@@ -1,0 +1,83 @@
+// The PostgreSQL JDBC driver through pgshift. Run as a single-file source:
+//   java -cp /usr/share/java/postgresql.jar Jdbc.java jdbc:postgresql://host:port/db user password
+// Prints "N passed, 0 failed".
+import java.sql.*;
+
+public class Jdbc {
+    static int passed = 0;
+
+    static void ok(String name) {
+        passed++;
+        System.out.println("ok   " + name);
+    }
+
+    static void check(boolean cond, String what) {
+        if (!cond) throw new AssertionError(what);
+    }
+
+    public static void main(String[] args) throws Exception {
+        try (Connection c = DriverManager.getConnection(args[0], args[1], args[2])) {
+            // Server-side prepared statements after the first use.
+            try (PreparedStatement ps = c.prepareStatement("SELECT ?::int * 2")) {
+                ((org.postgresql.PGStatement) ps).setPrepareThreshold(1);
+                for (int i = 0; i < 20; i++) {
+                    ps.setInt(1, i);
+                    try (ResultSet rs = ps.executeQuery()) {
+                        rs.next();
+                        check(rs.getInt(1) == i * 2, "row " + i);
+                    }
+                }
+            }
+            ok("prepared statements");
+
+            // Autocommit off: BEGIN travels with the first statement.
+            c.setAutoCommit(false);
+            try (Statement s = c.createStatement()) {
+                s.execute("CREATE TEMP TABLE j (id int primary key)");
+                s.execute("INSERT INTO j VALUES (1)");
+                c.commit();
+                try {
+                    s.execute("INSERT INTO j VALUES (1)");
+                    check(false, "duplicate accepted");
+                } catch (SQLException e) {
+                    check("23505".equals(e.getSQLState()), e.getSQLState());
+                }
+                c.rollback();
+                try (ResultSet rs = s.executeQuery("SELECT count(*) FROM j")) {
+                    rs.next();
+                    check(rs.getInt(1) == 1, "one row after rollback");
+                }
+                c.commit();
+            }
+            ok("transactions, error, rollback");
+
+            // Batched inserts: many Bind/Execute before one Sync.
+            try (PreparedStatement ps = c.prepareStatement("INSERT INTO j VALUES (?)")) {
+                for (int i = 2; i < 1002; i++) {
+                    ps.setInt(1, i);
+                    ps.addBatch();
+                }
+                ps.executeBatch();
+            }
+            c.commit();
+            try (Statement s = c.createStatement(); ResultSet rs = s.executeQuery("SELECT count(*) FROM j")) {
+                rs.next();
+                check(rs.getInt(1) == 1001, "batch inserted");
+            }
+            ok("batched inserts");
+
+            // Large values and binary transfer of bytea.
+            byte[] blob = new byte[5 * 1024 * 1024];
+            for (int i = 0; i < blob.length; i++) blob[i] = (byte) (i * 31);
+            try (PreparedStatement ps = c.prepareStatement("SELECT ?::bytea")) {
+                ps.setBytes(1, blob);
+                try (ResultSet rs = ps.executeQuery()) {
+                    rs.next();
+                    check(java.util.Arrays.equals(rs.getBytes(1), blob), "bytea round trip");
+                }
+            }
+            ok("5 MB bytea round trip");
+        }
+        System.out.println(passed + " passed, 0 failed");
+    }
+}
