@@ -17,6 +17,10 @@ use crate::stats::DigestStats;
 /// transaction), which must not be refused because statements filled it.
 const CONTROL_SLACK: usize = 64;
 
+/// Bytes of statements one session may have waiting for one mirror; past
+/// this the overflow policy applies as when the count is reached.
+pub const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+
 pub struct MirrorItem {
     pub bytes: Bytes,
     /// ReadyForQuery messages the bytes produce.
@@ -56,6 +60,9 @@ pub struct CompareJob {
 pub struct MirrorState {
     /// Statements queued and not yet done.
     pub queued: AtomicUsize,
+    /// Their bytes: the queue is bounded in memory as well as in count, so
+    /// a burst of large statements cannot hold gigabytes.
+    pub queued_bytes: AtomicUsize,
     /// Writes among them: a read routed to this backend waits for them.
     pub pending_writes: AtomicUsize,
     /// Signalled whenever an item is done.
@@ -78,12 +85,16 @@ impl MirrorState {
         }
     }
 
-    pub async fn wait_room(&self, cap: usize) {
+    pub async fn wait_room(&self, cap: usize, len: usize) {
         loop {
             let progress = self.progress.notified();
             tokio::pin!(progress);
             progress.as_mut().enable();
-            if self.queued.load(Ordering::Acquire) < cap {
+            let bytes = self.queued_bytes.load(Ordering::Acquire);
+            // An empty queue takes a statement of any size.
+            if self.queued.load(Ordering::Acquire) < cap
+                && (bytes == 0 || bytes + len <= MAX_QUEUED_BYTES)
+            {
                 return;
             }
             progress.await;
@@ -125,14 +136,18 @@ impl MirrorLink {
         changed
     }
 
-    pub fn is_full(&self) -> bool {
+    /// No room for one more statement of `len` bytes.
+    pub fn is_full(&self, len: usize) -> bool {
         self.state.queued.load(Ordering::Acquire) >= self.cap
+            || self.state.queued_bytes.load(Ordering::Acquire) + len > MAX_QUEUED_BYTES
     }
 
     /// Queues a statement; the caller checked for room (or decided to
     /// exceed nothing: the channel has slack only for control items).
     pub fn push_statement(&self, item: MirrorItem, write: bool) -> bool {
+        let len = item.bytes.len();
         self.state.queued.fetch_add(1, Ordering::AcqRel);
+        self.state.queued_bytes.fetch_add(len, Ordering::AcqRel);
         if write {
             self.state.pending_writes.fetch_add(1, Ordering::AcqRel);
         }
@@ -140,6 +155,7 @@ impl MirrorLink {
             Ok(()) => true,
             Err(_) => {
                 self.state.queued.fetch_sub(1, Ordering::AcqRel);
+                self.state.queued_bytes.fetch_sub(len, Ordering::AcqRel);
                 if write {
                     self.state.pending_writes.fetch_sub(1, Ordering::AcqRel);
                 }

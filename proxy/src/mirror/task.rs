@@ -328,6 +328,9 @@ fn missed(
 fn done(shared: &Shared, backend: BackendId, state: &MirrorState, item: &MirrorItem) {
     if let Job::Statement(job) = &item.job {
         state.queued.fetch_sub(1, Ordering::AcqRel);
+        state
+            .queued_bytes
+            .fetch_sub(item.bytes.len(), Ordering::AcqRel);
         if job.write {
             state.pending_writes.fetch_sub(1, Ordering::AcqRel);
         }

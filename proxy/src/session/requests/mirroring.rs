@@ -238,12 +238,14 @@ impl Requests<'_> {
         let Some(link) = self.mirrors[i].as_ref() else {
             return Ok(());
         };
-        if link.is_full() {
+        let len = batch.bytes.len();
+        // An empty queue takes a statement of any size.
+        if link.is_full(len) && link.state.queued.load(Ordering::Acquire) > 0 {
             match self.loaded.config.mirror.on_overflow {
                 OverflowPolicy::Block => {
                     let (state, cap) = (Arc::clone(&link.state), link.cap);
                     self.flush().await?;
-                    state.wait_room(cap).await;
+                    state.wait_room(cap, len).await;
                 }
                 OverflowPolicy::Drop => {
                     let in_transaction = self.exp.visible_status()
