@@ -34,5 +34,7 @@ async fn new_stopped_mid_run_costs_clients_nothing() {
         .snapshot();
     assert!(counters.dropped > 0, "{counters:?}");
     assert!(counters.applied > 0, "{counters:?}");
-    assert!(!proxy.inner().shared().mirroring.diverged().is_empty());
+    // The sessions have ended (and left the list of diverged sessions), but
+    // they were counted.
+    assert!(proxy.inner().shared().mirroring.diverged_total() > 0);
 }
