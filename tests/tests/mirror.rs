@@ -266,7 +266,15 @@ backends:
 async fn a_full_queue_drops_whole_transactions() {
     let db = fresh_db("mirror_drop");
     both(&db, "CREATE TABLE q (id int); GRANT ALL ON q TO PUBLIC;");
-    // A slow mirror: every statement there takes 50 ms.
+    // A slow mirror: every insert there takes 50 ms, none on OLD.
+    old_and_new()
+        .new
+        .psql(
+            &db,
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.05); RETURN NEW; END $$;
+             CREATE TRIGGER slow BEFORE INSERT ON q FOR EACH ROW EXECUTE FUNCTION slow();",
+        )
+        .unwrap();
     let proxy = proxy_with(
         &db,
         &format!("{DUAL_WRITES}mirror: {{ queue: 2, on_overflow: drop }}\n"),
@@ -276,12 +284,9 @@ async fn a_full_queue_drops_whole_transactions() {
     for t in 0..20 {
         c.batch_execute("BEGIN").await.unwrap();
         for i in 0..5 {
-            c.execute(
-                "INSERT INTO q SELECT $1 FROM pg_sleep(0.01)",
-                &[&(t * 10 + i)],
-            )
-            .await
-            .unwrap();
+            c.execute("INSERT INTO q VALUES ($1)", &[&(t * 10 + i)])
+                .await
+                .unwrap();
         }
         c.batch_execute("COMMIT").await.unwrap();
     }
@@ -312,6 +317,15 @@ async fn a_full_queue_drops_whole_transactions() {
 async fn reads_after_writes_see_the_writes() {
     let db = fresh_db("mirror_ryw");
     both(&db, "CREATE TABLE r (id int); GRANT ALL ON r TO PUBLIC;");
+    // NEW applies each write 20 ms late, so reads there must wait for them.
+    old_and_new()
+        .new
+        .psql(
+            &db,
+            "CREATE FUNCTION lag() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.02); RETURN NEW; END $$;
+             CREATE TRIGGER lag BEFORE INSERT ON r FOR EACH ROW EXECUTE FUNCTION lag();",
+        )
+        .unwrap();
     let rules = "defaults: { primary: old, mirror: new }
 rules:
   - name: reads-on-new
