@@ -38,8 +38,9 @@ impl StableHasher {
     }
 }
 
-/// MurmurHash3's 64-bit finaliser.
-fn fmix64(mut h: u64) -> u64 {
+/// MurmurHash3's 64-bit finaliser: a bijection that spreads every bit.
+#[inline(always)]
+pub fn fmix64(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;

@@ -7,7 +7,7 @@
 
 pub mod classify;
 pub mod config;
-mod hash;
+pub mod hash;
 pub mod route;
 
 pub use classify::{

@@ -28,6 +28,7 @@
 //! on both databases could craft a collision; that only hides a difference
 //! they created themselves.
 
+use pgshift_rules::hash::fmix64;
 use std::sync::Arc;
 
 use pgshift_protocol::backend::{self, DataRow, ErrorFields, FieldDescription};
@@ -554,17 +555,6 @@ fn hash_bytes(bytes: &[u8]) -> u64 {
 #[inline(always)]
 fn mix_ordered(h: u64, row_hash: u64) -> u64 {
     fmix64(h.rotate_left(29) ^ row_hash)
-}
-
-/// MurmurHash3's 64-bit finaliser: a bijection that spreads every bit.
-#[inline(always)]
-fn fmix64(mut h: u64) -> u64 {
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^= h >> 33;
-    h
 }
 
 // ---- float tolerance ---------------------------------------------------------
