@@ -9,6 +9,21 @@ use pgshift_tests::{fresh_db, old_and_new, pgbench, proxy_with, url_new, url_old
 
 const DUAL_WRITES: &str = "defaults: { primary: old, mirror: new }\n";
 
+/// Every insert into `table` on NEW takes `seconds` longer: a mirror that
+/// lags behind the primary, for sure.
+fn slow_inserts_on_new(db: &str, table: &str, seconds: f64) {
+    old_and_new()
+        .new
+        .psql(
+            db,
+            &format!(
+                "CREATE FUNCTION slow_{table}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep({seconds}); RETURN NEW; END $$;
+                 CREATE TRIGGER slow BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION slow_{table}();"
+            ),
+        )
+        .unwrap();
+}
+
 async fn drained(proxy: &TestProxy) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let c = proxy.inner().shared().mirroring.counters(BackendId::New);
@@ -53,8 +68,14 @@ async fn pgbench_writes_reach_new_exactly() {
     let proxy = proxy_with(&db, DUAL_WRITES).await;
     let conn = proxy.conninfo();
     let report = pgbench::run(
+        conn.clone(),
+        vec!["-n", "-c", "4", "-j", "2", "-t", "100", "-M", "extended"],
+    )
+    .await;
+    assert_eq!(report.failed(), 0, "{}", report.text);
+    let report = pgbench::run(
         conn,
-        vec!["-n", "-c", "4", "-j", "2", "-t", "200", "-M", "extended"],
+        vec!["-n", "-c", "4", "-j", "2", "-t", "100", "-M", "prepared"],
     )
     .await;
     assert_eq!(report.failed(), 0, "{}", report.text);
@@ -267,14 +288,7 @@ async fn a_full_queue_drops_whole_transactions() {
     let db = fresh_db("mirror_drop");
     both(&db, "CREATE TABLE q (id int); GRANT ALL ON q TO PUBLIC;");
     // A slow mirror: every insert there takes 50 ms, none on OLD.
-    old_and_new()
-        .new
-        .psql(
-            &db,
-            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.05); RETURN NEW; END $$;
-             CREATE TRIGGER slow BEFORE INSERT ON q FOR EACH ROW EXECUTE FUNCTION slow();",
-        )
-        .unwrap();
+    slow_inserts_on_new(&db, "q", 0.05);
     let proxy = proxy_with(
         &db,
         &format!("{DUAL_WRITES}mirror: {{ queue: 2, on_overflow: drop }}\n"),
@@ -318,14 +332,7 @@ async fn reads_after_writes_see_the_writes() {
     let db = fresh_db("mirror_ryw");
     both(&db, "CREATE TABLE r (id int); GRANT ALL ON r TO PUBLIC;");
     // NEW applies each write 20 ms late, so reads there must wait for them.
-    old_and_new()
-        .new
-        .psql(
-            &db,
-            "CREATE FUNCTION lag() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.02); RETURN NEW; END $$;
-             CREATE TRIGGER lag BEFORE INSERT ON r FOR EACH ROW EXECUTE FUNCTION lag();",
-        )
-        .unwrap();
+    slow_inserts_on_new(&db, "r", 0.02);
     let rules = "defaults: { primary: old, mirror: new }
 rules:
   - name: reads-on-new
@@ -403,13 +410,9 @@ fn slow_and_strict_new(db: &str) {
     both(db, "CREATE TABLE s (id int); GRANT ALL ON s TO PUBLIC;");
     old_and_new()
         .new
-        .psql(
-            db,
-            "ALTER TABLE s ADD CHECK (id >= 0);
-             CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END $$;
-             CREATE TRIGGER slow BEFORE INSERT ON s FOR EACH ROW EXECUTE FUNCTION slow();",
-        )
+        .psql(db, "ALTER TABLE s ADD CHECK (id >= 0);")
         .unwrap();
+    slow_inserts_on_new(db, "s", 0.3);
 }
 
 #[tokio::test]

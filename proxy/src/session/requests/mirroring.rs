@@ -154,7 +154,10 @@ impl Requests<'_> {
     /// the call once.
     pub(super) fn count_call(&mut self) {
         if let Some((stats, b, mirror, rule)) = self.batch_call.take() {
-            stats.record_call(b, mirror, rule.as_deref());
+            let rule = rule
+                .and_then(|i| self.loaded.config.rules.get(i))
+                .map(|r| r.name.as_str());
+            stats.record_call(b, mirror, rule);
         }
     }
 
@@ -203,6 +206,9 @@ impl Requests<'_> {
         let Some(batch) = self.batch_mirror.take() else {
             return Ok(());
         };
+        // Preparing a COMMIT (Parse and Sync, no Execute) ends nothing:
+        // treating it as the end would close the mirror's transaction early.
+        let ends_transaction = batch.ends_transaction && batch.executes;
         let target = batch.target;
         let slot = mirror_slot(target);
         self.ensure_mirror(target);
@@ -219,7 +225,7 @@ impl Requests<'_> {
                 &batch.stats,
                 "mirror queue full: rest of the transaction dropped",
             );
-            if batch.ends_transaction {
+            if ends_transaction {
                 self.dropping[i] = false;
                 let mut rb = BytesMut::new();
                 encode::query(&mut rb, "ROLLBACK");
@@ -250,11 +256,11 @@ impl Requests<'_> {
                 OverflowPolicy::Drop => {
                     let in_transaction = self.exp.visible_status()
                         != pgshift_protocol::backend::TransactionStatus::Idle;
-                    if in_transaction && !batch.ends_transaction {
+                    if in_transaction && !ends_transaction {
                         self.dropping[i] = true;
                     }
                     self.count_dropped(target, &batch.stats, "mirror queue full");
-                    if in_transaction && batch.ends_transaction {
+                    if in_transaction && ends_transaction {
                         let mut rb = BytesMut::new();
                         encode::query(&mut rb, "ROLLBACK");
                         self.mirror_control(target, rb.freeze(), 1);
@@ -275,7 +281,7 @@ impl Requests<'_> {
                 stats: Arc::clone(&batch.stats),
                 write,
                 primary: batch.primary,
-                ends_transaction: batch.ends_transaction,
+                ends_transaction,
                 compare,
                 primary_backend: target.other(),
                 done: batch.done,

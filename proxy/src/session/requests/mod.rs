@@ -830,13 +830,13 @@ impl<'a> Requests<'a> {
     }
 }
 
-/// A batch's digest, backend, mirror and rule, counted as a call when the
+/// A batch's digest, backend, mirror and rule index, counted as a call when the
 /// batch's statement runs.
 type PendingCall = (
     Arc<crate::stats::DigestStats>,
     BackendId,
     Option<BackendId>,
-    Option<String>,
+    Option<usize>,
 );
 
 /// A COPY whose data the client sends next.
