@@ -1,5 +1,5 @@
-//! pgshift's configuration model, validation, SQL classification and
-//! routing rules, without IO.
+//! pgshift's configuration model, validation, SQL classification, routing
+//! rules and statement rewriting, without IO.
 //!
 //! The crate is pure: it never touches files, sockets or the process
 //! environment. Callers hand in the YAML text and an environment lookup,
@@ -8,7 +8,9 @@
 pub mod classify;
 pub mod config;
 pub mod hash;
+pub mod rewrite;
 pub mod route;
+mod textcache;
 
 pub use classify::{
     Classification, Classifier, ClassifierOptions, ClassifierStats, SessionEffect, Statement,
@@ -20,4 +22,5 @@ pub use config::{
     LogFormat, Match, MirrorErrorPolicy, MirrorMode, MirrorSettings, NameError, OverflowPolicy,
     RewriteMap, Rewrites, Route, Rule, Secret, Sticky, TableName, Telemetry, TlsFiles,
 };
+pub use rewrite::{validate, Catalog, Rewrite, Rewriter, RewriterStats};
 pub use route::{explain, Decision, Router, SessionContext};
