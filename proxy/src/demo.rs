@@ -1,7 +1,8 @@
-//! `pgshift demo`: two throwaway clusters, pgshift in front, a sample
-//! workload, and what to try next.
+//! `pgshift demo`: a whole migration on two throwaway clusters, phase by
+//! phase, with the config change an operator would make at each step and
+//! what pgshift saw: where statements went, what the comparison caught.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
@@ -18,7 +19,95 @@ GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO app;
 
 const DEMO_PASSWORD: &str = "demo";
 
+/// Short sessions per phase; each reads one user and, when the phase
+/// writes, adds one order.
+const SESSIONS: usize = 40;
+/// The user whose name is made to differ on NEW before the shadow reads.
+const PLANTED_USER: i32 = 7;
+
+struct Phase {
+    title: &'static str,
+    /// What this step is for and how an operator knows it is safe.
+    why: &'static str,
+    /// The part of the YAML the operator changes at this step.
+    yaml: &'static str,
+    writes: bool,
+}
+
+const PHASES: &[Phase] = &[
+    Phase {
+        title: "OLD only",
+        why: "pgshift in front, nothing changed: every statement on OLD (reads only: writes before dual writes start would be missing on NEW)",
+        yaml: "defaults: { primary: old, mirror: none }\n",
+        writes: false,
+    },
+    Phase {
+        title: "dual writes",
+        why: "every write also replayed on NEW (NEW was backfilled first)",
+        yaml: "defaults: { primary: old, mirror: none }
+rules:
+  - { name: dual-writes, match: { kind: [write] }, primary: old, mirror: new, compare: true }
+",
+        writes: true,
+    },
+    Phase {
+        title: "shadow reads, compared",
+        why: "reads also run on NEW and both answers are compared (a row was changed on NEW to show a catch)",
+        yaml: "defaults: { primary: old, mirror: none }
+rules:
+  - { name: dual-writes, match: { kind: [write] }, primary: old, mirror: new, compare: true }
+  - { name: shadow-reads, match: { kind: [read] }, primary: old, mirror: new, compare: true }
+",
+        writes: true,
+    },
+    Phase {
+        title: "10% of reads on NEW",
+        why: "a sticky 10% of sessions read from NEW, still compared against OLD",
+        yaml: "defaults: { primary: old, mirror: none }
+rules:
+  - { name: dual-writes, match: { kind: [write] }, primary: old, mirror: new, compare: true }
+  - { name: reads-on-new, match: { kind: [read] }, percent: 10, primary: new, mirror: old, compare: true }
+  - { name: shadow-reads, match: { kind: [read] }, primary: old, mirror: new, compare: true }
+",
+        writes: true,
+    },
+    Phase {
+        title: "100% of reads on NEW",
+        why: "every read answered by NEW",
+        yaml: "defaults: { primary: old, mirror: none }
+rules:
+  - { name: dual-writes, match: { kind: [write] }, primary: old, mirror: new, compare: true }
+  - { name: reads-on-new, match: { kind: [read] }, primary: new, mirror: old, compare: true }
+",
+        writes: true,
+    },
+    Phase {
+        title: "writes on NEW, mirrored to OLD",
+        why: "NEW is the primary for everything; OLD still gets every write, so rolling back loses nothing",
+        yaml: "defaults: { primary: new, mirror: old }
+rules:
+  - { name: reads-on-new, match: { kind: [read] }, primary: new, mirror: old, compare: true }
+",
+        writes: true,
+    },
+    Phase {
+        title: "rollback",
+        why: "one key: everything back on OLD, nothing mirrored (reads only here: writes now would reach OLD alone)",
+        yaml: "rollback: true
+defaults: { primary: new, mirror: old }
+",
+        writes: false,
+    },
+    Phase {
+        title: "NEW only",
+        why: "the migration is done: OLD gets nothing and can be retired",
+        yaml: "defaults: { primary: new, mirror: none }\n",
+        writes: true,
+    },
+];
+
 pub async fn run(unattended: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
     println!("pgshift demo: starting two throwaway Postgres clusters (OLD and NEW)...");
     let pair = tokio::task::spawn_blocking(ClusterPair::start_pair)
         .await
@@ -28,26 +117,29 @@ pub async fn run(unattended: bool) -> anyhow::Result<()> {
             .with_context(|| format!("loading the sample schema into {}", c.name()))?;
     }
     println!(
-        "  OLD: 127.0.0.1:{}   NEW: 127.0.0.1:{}",
+        "  OLD: 127.0.0.1:{}   NEW: 127.0.0.1:{} (NEW starts as a copy of OLD: the backfill)",
         pair.old.port(),
         pair.new.port()
     );
 
-    let yaml = config_yaml(&pair);
+    let yaml = format!("{}{}", config_yaml(&pair), PHASES[0].yaml);
     let config = pgshift_rules::config::parse_config(&yaml, &|_| None)
         .map_err(|e| anyhow::anyhow!("demo config is invalid:\n{e}"))?;
     let proxy = crate::start(config).await?;
     let addr = proxy.local_addr();
     let url = format!("postgres://app:{DEMO_PASSWORD}@{addr}/app");
-    println!("  pgshift: {addr} (every statement goes to OLD: defaults.primary = old)\n");
+    let dashboard = proxy
+        .admin_addr()
+        .map(|a| format!("http://{a}/"))
+        .unwrap_or_default();
+    println!("  pgshift: {addr}   dashboard: {dashboard}\n");
 
     workload(&url, pair.old.port()).await?;
     phases(&proxy, &pair, &url).await?;
 
-    println!("\nConnect yourself:\n  psql \"{url}\"");
     println!(
-        "Try: SELECT count(*) FROM users;  SHOW port;  -- port {} is OLD",
-        pair.old.port()
+        "\nThe whole migration took {:.0?}. Connect yourself:\n  psql \"{url}\"\n  dashboard: {dashboard}",
+        started.elapsed()
     );
     if unattended {
         println!("\n--yes given: cleaning up.");
@@ -61,83 +153,161 @@ pub async fn run(unattended: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The read shift of a migration, phase by phase: the operator's config
-/// change, then where a burst of sessions' reads went.
+/// Statements per backend and role: the primary's from the sessions'
+/// count, the mirror's from the mirror tasks', and mismatches over every
+/// digest.
+#[derive(Default, Clone, Copy)]
+struct Seen {
+    /// [old, new] x [primary, mirror]
+    statements: [[u64; 2]; 2],
+    mismatched: u64,
+}
+
+fn seen(proxy: &crate::Proxy) -> Seen {
+    use std::sync::atomic::Ordering::Relaxed;
+    let shared = proxy.shared();
+    let mut s = Seen::default();
+    for &b in pgshift_rules::config::BackendId::ALL {
+        s.statements[b.index()] = [
+            shared.executed[b.index()].load(Relaxed),
+            shared.mirroring.counters(b).applied.load(Relaxed),
+        ];
+    }
+    s.mismatched = shared
+        .digests
+        .snapshot(usize::MAX)
+        .iter()
+        .map(|d| d.mismatched)
+        .sum();
+    s
+}
+
+/// The migration, one config change at a time, as an operator makes it.
 async fn phases(proxy: &crate::Proxy, pair: &ClusterPair, url: &str) -> anyhow::Result<()> {
-    let steps: [(&str, String); 4] = [
-        ("old only", String::new()),
-        ("10% of sessions read users from NEW", read_shift_rule(10)),
-        ("100% of reads of users on NEW", read_shift_rule(100)),
-        (
-            "rollback: true (everything back on OLD)",
-            format!("rollback: true\n{}", read_shift_rule(100)),
-        ),
-    ];
-    println!("\nShifting reads of `users` to NEW, one config change at a time:");
-    for (i, (title, extra)) in steps.iter().enumerate() {
-        let yaml = format!("{}{extra}", config_yaml(pair));
+    println!("\nThe migration, one config change (and reload) at a time:");
+    for (i, phase) in PHASES.iter().enumerate() {
+        if i == 2 {
+            pair.new.psql(
+                "app",
+                &format!(
+                    "UPDATE users SET name = name || ' (typo on NEW)' WHERE id = {PLANTED_USER}"
+                ),
+            )?;
+        }
+        let yaml = format!("{}{}", config_yaml(pair), phase.yaml);
         let config = pgshift_rules::config::parse_config(&yaml, &|_| None)
             .map_err(|e| anyhow::anyhow!("demo config is invalid:\n{e}"))?;
         let loaded = proxy
             .shared()
             .install(config)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let (old, new) = read_burst(url, pair.old.port(), 100).await?;
+        let before = seen(proxy);
+        let orders_before = [order_count(&pair.old)?, order_count(&pair.new)?];
+        burst(url, phase.writes).await?;
+        mirrors_drained(proxy).await;
+        let after = seen(proxy);
+        let orders = [order_count(&pair.old)?, order_count(&pair.new)?];
+        let d = |b: usize, r: usize| after.statements[b][r] - before.statements[b][r];
         println!(
-            "  {}. {title:<42} config v{}: reads of users -> OLD {old:>3}, NEW {new:>3}",
+            "\n  {}. {} (config v{})",
             i + 1,
+            phase.title,
             loaded.version
         );
-        if !extra.is_empty() {
-            for line in extra.lines() {
-                println!("       | {line}");
+        println!("     {}", phase.why);
+        for line in phase.yaml.lines() {
+            println!("     | {line}");
+        }
+        println!(
+            "     statements: OLD {} primary + {} mirrored   NEW {} primary + {} mirrored",
+            d(0, 0),
+            d(0, 1),
+            d(1, 0),
+            d(1, 1)
+        );
+        println!(
+            "     orders added: OLD +{}  NEW +{}",
+            orders[0] - orders_before[0],
+            orders[1] - orders_before[1]
+        );
+        let mismatches = after.mismatched - before.mismatched;
+        println!("     mismatches: {mismatches}");
+        if mismatches > 0 {
+            if let Some(m) = proxy.shared().mirroring.recent_mismatches(1).first() {
+                println!(
+                    "       caught: {}  reasons: {}",
+                    m.sql,
+                    serde_json::to_string(&m.reasons).unwrap_or_default()
+                );
             }
+            pair.new.psql(
+                "app",
+                &format!("UPDATE users SET name = replace(name, ' (typo on NEW)', '') WHERE id = {PLANTED_USER}"),
+            )?;
+            println!("       (the operator repairs the row on NEW before going on)");
         }
     }
     Ok(())
 }
 
-fn read_shift_rule(percent: u8) -> String {
-    format!(
-        "rules:
-  - name: users-read-shift
-    match: {{ kind: [read], tables: [users] }}
-    percent: {percent}
-    sticky: session
-    primary: new
-"
-    )
+fn order_count(c: &crate::cluster::LocalCluster) -> anyhow::Result<i64> {
+    Ok(c.psql("app", "SELECT count(*) FROM orders")?
+        .trim()
+        .parse()?)
 }
 
-/// `sessions` short sessions each read `users` once; returns how many were
-/// answered by OLD and by NEW (told apart by the server's port).
-async fn read_burst(url: &str, old_port: u16, sessions: usize) -> anyhow::Result<(usize, usize)> {
-    let mut tasks = Vec::with_capacity(sessions);
-    for _ in 0..sessions {
+/// Waits (bounded) until every queued mirror statement has been applied,
+/// so a phase's numbers are complete.
+async fn mirrors_drained(proxy: &crate::Proxy) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for &b in pgshift_rules::config::BackendId::ALL {
+        let c = proxy.shared().mirroring.counters(b);
+        while c.depth.load(std::sync::atomic::Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // The comparison of the last answer finishes just after its reply.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// [`SESSIONS`] short sessions, each reading one user (the planted one
+/// among them) and, when `writes`, adding an order.
+async fn burst(url: &str, writes: bool) -> anyhow::Result<()> {
+    let mut tasks = Vec::with_capacity(SESSIONS);
+    for i in 0..SESSIONS {
         let url = url.to_owned();
         tasks.push(tokio::spawn(async move {
             let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
             tokio::spawn(conn);
-            let row = client
-                .query_one("SELECT inet_server_port(), count(*) FROM users", &[])
+            let id = 1 + i % 20;
+            // The simple protocol: one request per statement, so the counts
+            // below are statements (a prepared statement's Parse and
+            // Describe are a round trip of their own).
+            client
+                .simple_query(&format!(
+                    "SELECT id, email, name FROM users WHERE id = {id}"
+                ))
                 .await?;
-            Ok::<i32, tokio_postgres::Error>(row.get(0))
+            if writes {
+                client
+                    .simple_query(&format!(
+                        "INSERT INTO orders (user_id, total) VALUES ({id}, 9.99)"
+                    ))
+                    .await?;
+            }
+            Ok::<(), tokio_postgres::Error>(())
         }));
     }
-    let (mut old, mut new) = (0, 0);
     for t in tasks {
-        if t.await?? == i32::from(old_port) {
-            old += 1;
-        } else {
-            new += 1;
-        }
+        t.await??;
     }
-    Ok((old, new))
+    Ok(())
 }
 
 fn config_yaml(pair: &ClusterPair) -> String {
     format!(
         "listen: 127.0.0.1:0
+admin: 127.0.0.1:0
 backends:
   old: {{ url: \"{old}\", tls: disable }}
   new: {{ url: \"{new}\", tls: disable }}
@@ -145,7 +315,8 @@ auth:
   method: scram-sha-256
   users:
     - {{ name: app, password: \"{DEMO_PASSWORD}\" }}
-defaults: {{ primary: old, mirror: none }}
+mirror: {{ mode: async }}
+compare: {{ sample: 100, ignore_columns: [created_at] }}
 ",
         old = pair.old.app_url("app"),
         new = pair.new.app_url("app"),
@@ -169,12 +340,6 @@ async fn workload(url: &str, old_port: u16) -> anyhow::Result<()> {
         .query_one(&stmt, &[&"user7@example.com"])
         .await?
         .get(0);
-    client
-        .execute(
-            "INSERT INTO users (email, name) VALUES ($1, $2)",
-            &[&"demo@example.com", &"Demo"],
-        )
-        .await?;
     let where_ = if port == old_port.to_string() {
         "OLD"
     } else {
@@ -184,6 +349,5 @@ async fn workload(url: &str, old_port: u16) -> anyhow::Result<()> {
     println!("  SHOW port                         -> {port} ({where_})");
     println!("  SELECT count(*) FROM users        -> {users}");
     println!("  prepared SELECT name ... WHERE email = $1 -> {name}");
-    println!("  INSERT INTO users ...             -> 1 row, on {where_}");
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod catalog;
 pub mod cluster;
 pub mod compare;
 pub mod config_file;
@@ -13,6 +14,7 @@ pub mod demo;
 pub mod logging;
 pub mod mirror;
 pub mod reload;
+pub mod rewrites;
 pub mod server;
 pub mod session;
 pub mod stats;

@@ -2,8 +2,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use pgshift::catalog::CatalogError;
 use pgshift::config_file::{self, LoadError};
 use pgshift::logging;
+use pgshift::rewrites::Catalogs;
+use pgshift_rules::config::Config;
+use pgshift_rules::rewrite::Rewrite;
 
 /// A Postgres wire-protocol proxy for moving an application from an OLD
 /// database to a NEW one without downtime.
@@ -36,6 +40,10 @@ enum Command {
     Check {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// Do not connect to the backends to check the rewrite maps against
+        /// their catalogs (for when a backend is unreachable).
+        #[arg(long)]
+        skip_catalog: bool,
     },
     /// Show how a statement is classified, which rule matches, and where it
     /// goes, for a session described by the flags.
@@ -58,6 +66,10 @@ enum Command {
         /// random; give one to see where such a session would go).
         #[arg(long, value_name = "N", default_value_t = 0)]
         key: u64,
+        /// Do not read the backends' catalogs (`SELECT *` over renamed
+        /// columns is then shown unexpanded).
+        #[arg(long)]
+        skip_catalog: bool,
         /// The SQL text (several statements allowed).
         sql: String,
     },
@@ -84,7 +96,10 @@ fn main() -> ExitCode {
         }
     };
     match command {
-        Command::Check { config } => check(&config),
+        Command::Check {
+            config,
+            skip_catalog,
+        } => check(&config, skip_catalog),
         Command::Explain {
             config,
             user,
@@ -92,6 +107,7 @@ fn main() -> ExitCode {
             application_name,
             client_addr,
             key,
+            skip_catalog,
             sql,
         } => {
             let config = match config_file::load(&config) {
@@ -113,6 +129,27 @@ fn main() -> ExitCode {
                 "{}",
                 pgshift_rules::route::explain(&config, &classifier, &ctx, &sql)
             );
+            let catalogs = if skip_catalog {
+                Catalogs::default()
+            } else {
+                let (catalogs, errors) = read_catalogs(&config);
+                for e in errors {
+                    println!("note: {e}; SELECT * is shown unexpanded there");
+                }
+                catalogs
+            };
+            let rewriters = pgshift::rewrites::rewriters(&config, &catalogs, None);
+            for &b in pgshift_rules::config::BackendId::ALL {
+                let sent = match rewriters[b.index()].as_deref() {
+                    None => sql.clone(),
+                    Some(rw) => match rw.rewrite_uncached(&sql) {
+                        Rewrite::Unchanged => sql.clone(),
+                        Rewrite::Changed(s) => s.to_string(),
+                        Rewrite::Refused(reason) => format!("(refused: {reason})"),
+                    },
+                };
+                println!("{:<11}{sent}", format!("sql {b}:"));
+            }
             ExitCode::SUCCESS
         }
         Command::Run { config } => run(&config, cli.log_format),
@@ -124,9 +161,55 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+/// Reads both backends' catalogs when `config` has rewrite maps.
+fn read_catalogs(config: &Config) -> (Catalogs, Vec<CatalogError>) {
+    if !Catalogs::default().stale_for(config) {
+        return (Catalogs::default(), Vec::new());
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return (
+                Catalogs::default(),
+                vec![CatalogError::Runtime(e.to_string())],
+            )
+        }
+    };
+    rt.block_on(async {
+        let tls = pgshift::tls::backend_connector().ok();
+        Catalogs::read(config, tls.as_ref(), pgshift::catalog::DEFAULT_TIMEOUT).await
+    })
+}
+
+fn check(path: &std::path::Path, skip_catalog: bool) -> ExitCode {
     match config_file::load(path) {
         Ok(config) => {
+            if !skip_catalog {
+                let (catalogs, errors) = read_catalogs(&config);
+                if !errors.is_empty() {
+                    for e in errors {
+                        eprintln!("{e}");
+                    }
+                    eprintln!(
+                        "cannot check the rewrite maps against the catalogs; pass --skip-catalog to check without them"
+                    );
+                    return ExitCode::from(EXIT_RUNTIME);
+                }
+                let problems = catalogs.check(&config);
+                if !problems.is_empty() {
+                    eprintln!(
+                        "{}: the rewrite maps do not match the catalogs:",
+                        path.display()
+                    );
+                    for p in problems {
+                        eprintln!("  {p}");
+                    }
+                    return ExitCode::from(EXIT_INVALID);
+                }
+            }
             println!("{} is valid.\n", path.display());
             let text = config.describe();
             print!("{text}");

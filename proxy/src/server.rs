@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::cancel::CancelRegistry;
+use crate::rewrites::Catalogs;
 use crate::session::{self, ClientAuth};
 
 /// One loaded configuration and what was derived from it.
@@ -30,28 +31,48 @@ pub struct Loaded {
     pub config: Config,
     pub client_auth: Arc<ClientAuth>,
     pub router: Router,
+    /// Per backend, when its schema differs from the application's.
+    pub rewriters: crate::rewrites::Rewriters,
+    /// What the rewrite maps were checked against.
+    pub catalogs: Catalogs,
 }
 
 impl Loaded {
-    pub fn new(version: u64, config: Config) -> anyhow::Result<Self> {
-        Self::with_auth(version, config, None)
+    pub fn new(version: u64, config: Config, catalogs: Catalogs) -> anyhow::Result<Self> {
+        Self::with_auth(version, config, None, catalogs)
     }
 
     /// Reuses `previous`' client authentication when the `auth` section
     /// did not change: deriving SCRAM verifiers costs a PBKDF2 per user,
     /// which a reload (rollback: true, say) should not pay.
-    fn with_auth(version: u64, config: Config, previous: Option<&Loaded>) -> anyhow::Result<Self> {
+    fn with_auth(
+        version: u64,
+        config: Config,
+        previous: Option<&Loaded>,
+        catalogs: Catalogs,
+    ) -> anyhow::Result<Self> {
+        let problems = catalogs.check(&config);
+        if !problems.is_empty() {
+            anyhow::bail!("{}", problems.join("\n"));
+        }
         let client_auth = match previous {
             Some(p) if p.config.auth == config.auth => Arc::clone(&p.client_auth),
             _ => Arc::new(ClientAuth::new(&config.auth)?),
         };
         let router = Router::new(&config);
+        let rewriters = crate::rewrites::rewriters(
+            &config,
+            &catalogs,
+            previous.map(|p| (&p.config, &p.catalogs, &p.rewriters)),
+        );
         Ok(Loaded {
             version,
             loaded_at: SystemTime::now(),
             config,
             client_auth,
             router,
+            rewriters,
+            catalogs,
         })
     }
 }
@@ -72,7 +93,20 @@ pub struct Shared {
     /// Sessions' mirror tasks, which outlive their sessions until their
     /// queues are replayed (bounded by the shutdown grace period).
     pub mirror_tasks: TaskTracker,
+    /// Statements run per primary backend (simple Queries and Executes),
+    /// whether or not they were parsed.
+    pub executed: [std::sync::atomic::AtomicU64; 2],
     pub digests: crate::stats::DigestStore,
+}
+
+/// Reads the catalogs `config` needs, logging the backends that could not
+/// be read (their maps are used unchecked).
+async fn read_catalogs(config: &Config, tls: Option<&tokio_rustls::TlsConnector>) -> Catalogs {
+    let (catalogs, errors) = Catalogs::read(config, tls, crate::catalog::DEFAULT_TIMEOUT).await;
+    for e in errors {
+        tracing::warn!(error = %e, "rewrite map not checked against this backend's catalog, and SELECT * over renamed columns is not expanded there");
+    }
+    catalogs
 }
 
 /// Statements classified once and remembered: a repeated statement costs a
@@ -114,15 +148,47 @@ impl Shared {
             return Err(self.record_failure("no configuration file to reload".into()));
         };
         match crate::config_file::load(path) {
-            Ok(config) => self.install(config),
+            Ok(config) => {
+                // Reloads run on blocking threads, which may wait on IO.
+                let catalogs = match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => Some(rt.block_on(self.catalogs_for(&config))),
+                    Err(_) => None,
+                };
+                self.install_with(config, catalogs)
+            }
             Err(e) => Err(self.record_failure(e.to_string())),
         }
+    }
+
+    /// The catalogs `config`'s rewrite maps need: the ones in force when
+    /// still good for it, else read afresh.
+    pub async fn catalogs_for(&self, config: &Config) -> Catalogs {
+        let current = self.current.load();
+        if !current.catalogs.stale_for(config) {
+            return current.catalogs.clone();
+        }
+        read_catalogs(config, self.backend_tls.as_ref()).await
+    }
+
+    /// [`Self::install`] after reading the catalogs `config` needs.
+    pub async fn install_fresh(&self, config: Config) -> Result<Arc<Loaded>, ReloadError> {
+        let catalogs = self.catalogs_for(&config).await;
+        self.install_with(config, Some(catalogs))
     }
 
     /// Installs a validated configuration as the next version. Settings
     /// that only apply at start (listen, tls, max_clients) keep their old
     /// values and a warning says so.
     pub fn install(&self, config: Config) -> Result<Arc<Loaded>, ReloadError> {
+        self.install_with(config, None)
+    }
+
+    /// `catalogs`: read for this configuration; `None` keeps those in force.
+    fn install_with(
+        &self,
+        config: Config,
+        catalogs: Option<Catalogs>,
+    ) -> Result<Arc<Loaded>, ReloadError> {
         let mut log = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.current.load_full();
         for key in restart_only_changes(&old.config, &config) {
@@ -131,7 +197,8 @@ impl Shared {
                 "changed in the configuration file; takes effect after a restart"
             );
         }
-        let loaded = match Loaded::with_auth(old.version + 1, config, Some(&old)) {
+        let catalogs = catalogs.unwrap_or_else(|| old.catalogs.clone());
+        let loaded = match Loaded::with_auth(old.version + 1, config, Some(&old), catalogs) {
             Ok(l) => Arc::new(l),
             Err(e) => {
                 drop(log);
@@ -217,12 +284,17 @@ pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow:
         None => None,
     };
     let backend_tls = Some(crate::tls::backend_connector()?);
+    let catalogs = if Catalogs::default().stale_for(&config) {
+        read_catalogs(&config, backend_tls.as_ref()).await
+    } else {
+        Catalogs::default()
+    };
     let listen = config.listen.clone();
     let admin = config.admin.clone();
     let max_clients = config.limits.max_clients;
     let grace = config.limits.shutdown_grace;
     let shared = Arc::new(Shared {
-        current: ArcSwap::from_pointee(Loaded::new(1, config)?),
+        current: ArcSwap::from_pointee(Loaded::new(1, config, catalogs)?),
         config_path,
         reload_lock: std::sync::Mutex::new(ReloadLog::default()),
         client_tls,
@@ -231,6 +303,7 @@ pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow:
         classifier: Classifier::new(CLASSIFIER_CAPACITY),
         mirroring: crate::mirror::MirrorHub::default(),
         mirror_tasks: TaskTracker::new(),
+        executed: Default::default(),
         digests: crate::stats::DigestStore::new(crate::stats::DEFAULT_CAPACITY),
     });
     let shutdown = Shutdown::default();

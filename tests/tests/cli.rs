@@ -162,6 +162,7 @@ async fn run_serves_and_exits_cleanly_on_sigterm() {
 
 #[test]
 fn demo_runs_unattended() {
+    let started = std::time::Instant::now();
     let out = Command::new(pgshift_bin())
         .args(["demo", "--yes"])
         .output()
@@ -173,10 +174,70 @@ fn demo_runs_unattended() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
+        started.elapsed() < std::time::Duration::from_secs(120),
+        "the tour must run in under 2 minutes: {:?}",
+        started.elapsed()
+    );
+    assert!(
         stdout.contains("SELECT count(*) FROM users        -> 100"),
         "{stdout}"
     );
-    assert!(stdout.contains("(OLD)"), "{stdout}");
+    assert!(stdout.contains("dashboard: http://127.0.0.1:"), "{stdout}");
+    // Each phase: its block of output, up to the next phase.
+    let phase = |n: usize| -> &str {
+        let start = stdout
+            .find(&format!("\n  {n}. "))
+            .unwrap_or_else(|| panic!("phase {n} missing:\n{stdout}"));
+        let rest = &stdout[start + 1..];
+        let end = rest.find(&format!("\n  {}. ", n + 1)).unwrap_or(rest.len());
+        &rest[..end]
+    };
+    let statements = |n: usize| -> Vec<u64> {
+        let line = phase(n)
+            .lines()
+            .find(|l| l.contains("statements:"))
+            .unwrap_or_else(|| panic!("{}", phase(n)));
+        line.split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect()
+    };
+    let mismatches = |n: usize| -> u64 {
+        let line = phase(n)
+            .lines()
+            .find(|l| l.contains("mismatches:"))
+            .unwrap_or_else(|| panic!("{}", phase(n)));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    // [OLD primary, OLD mirrored, NEW primary, NEW mirrored]: 40 sessions.
+    assert_eq!(statements(1), [40, 0, 0, 0], "{}", phase(1));
+    assert_eq!(statements(2), [80, 0, 0, 40], "{}", phase(2));
+    assert_eq!(statements(3), [80, 0, 0, 80], "{}", phase(3));
+    assert_eq!(statements(5), [40, 40, 40, 40], "{}", phase(5));
+    assert_eq!(statements(6), [0, 80, 80, 0], "{}", phase(6));
+    assert_eq!(statements(7), [40, 0, 0, 0], "{}", phase(7));
+    assert_eq!(statements(8), [0, 0, 80, 0], "{}", phase(8));
+    let s4 = statements(4);
+    assert_eq!(s4[0] + s4[2], 80, "{}", phase(4));
+    assert!(s4[2] < 40, "about 10% of reads on NEW: {}", phase(4));
+    assert!(
+        mismatches(3) > 0,
+        "the planted difference is caught: {}",
+        phase(3)
+    );
+    assert!(phase(3).contains("caught: SELECT"), "{}", phase(3));
+    for n in [1, 2, 4, 5, 6, 7, 8] {
+        assert_eq!(mismatches(n), 0, "{}", phase(n));
+    }
+    assert!(
+        phase(2).contains("orders added: OLD +40  NEW +40"),
+        "{}",
+        phase(2)
+    );
+    assert!(
+        phase(6).contains("orders added: OLD +40  NEW +40"),
+        "{}",
+        phase(6)
+    );
 }
 
 #[test]

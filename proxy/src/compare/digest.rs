@@ -118,6 +118,10 @@ pub struct DigestOptions {
     pub max_sample_rows: usize,
     pub max_sample_bytes: usize,
     pub max_row_hashes: usize,
+    /// Positions to ignore when ignoring by name and no RowDescription
+    /// comes: an extended-protocol Execute is described in an earlier
+    /// batch (Parse, Describe, Sync), whose names resolved these.
+    pub learned_ignore: Option<Arc<[usize]>>,
 }
 
 impl Default for DigestOptions {
@@ -129,6 +133,7 @@ impl Default for DigestOptions {
             max_sample_rows: 20,
             max_sample_bytes: 16 * 1024,
             max_row_hashes: 1000,
+            learned_ignore: None,
         }
     }
 }
@@ -149,6 +154,15 @@ impl DigestOptions {
         DigestOptions {
             ordered,
             ..self.clone()
+        }
+    }
+
+    /// The same options, with the positions an earlier description of the
+    /// statement resolved its ignored names to.
+    pub fn learned(self, positions: Option<Arc<[usize]>>) -> Self {
+        DigestOptions {
+            learned_ignore: positions,
+            ..self
         }
     }
 
@@ -267,7 +281,10 @@ impl ResultDigest {
             opts: opts.clone(),
             columns: None,
             plan: Vec::new(),
-            ignored: opts.ignore.known_positions(),
+            ignored: match (&opts.ignore, &opts.learned_ignore) {
+                (IgnoreColumns::Names(_), Some(learned)) => learned.to_vec(),
+                (ignore, _) => ignore.known_positions(),
+            },
             result_sets: 0,
             rows: 0,
             row_bytes: 0,
@@ -287,6 +304,11 @@ impl ResultDigest {
     /// ones to hand to the other side's digest).
     pub fn ignore_positions(&self) -> Vec<usize> {
         self.ignored.clone()
+    }
+
+    /// Whether a RowDescription named this result's columns.
+    pub fn described(&self) -> bool {
+        self.result_sets > 0
     }
 
     pub fn row_description(&mut self, body: &[u8]) {

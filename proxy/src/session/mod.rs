@@ -7,6 +7,7 @@ pub mod observe;
 pub mod relay;
 mod requests;
 mod responses;
+mod rewriting;
 mod startup;
 mod state;
 

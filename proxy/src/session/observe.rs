@@ -137,6 +137,9 @@ impl Observer {
     pub fn finish(self) {
         if let Some((stats, backend, started)) = &self.timing {
             stats.record_latency(*backend, Role::Primary, started.elapsed());
+            if let Some(d) = self.digest.as_ref().filter(|d| d.described()) {
+                stats.learn_ignore(&d.ignore_positions());
+            }
         }
         let Some(done) = self.done else { return };
         let ignore_positions = self

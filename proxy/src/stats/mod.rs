@@ -174,6 +174,12 @@ pub struct DigestStats {
     mirror_dropped: AtomicU64,
     compared: AtomicU64,
     mismatched: AtomicU64,
+    /// Times a backend's rewriter refused the statement (sent elsewhere, or
+    /// answered with an error).
+    rewrite_refused: AtomicU64,
+    /// The result positions `compare.ignore_columns` named when this
+    /// statement was last described, for executions that are not.
+    learned_ignore: Mutex<Option<Arc<[usize]>>>,
 }
 
 impl std::fmt::Debug for DigestStats {
@@ -201,6 +207,8 @@ impl DigestStats {
             mirror_dropped: AtomicU64::new(0),
             compared: AtomicU64::new(0),
             mismatched: AtomicU64::new(0),
+            rewrite_refused: AtomicU64::new(0),
+            learned_ignore: Mutex::new(None),
         }
     }
 
@@ -234,6 +242,27 @@ impl DigestStats {
 
     pub fn record_mirror_error(&self) {
         self.mirror_errors.fetch_add(1, Relaxed);
+    }
+
+    pub fn learn_ignore(&self, positions: &[usize]) {
+        let mut learned = self
+            .learned_ignore
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if learned.as_deref() != Some(positions) {
+            *learned = Some(positions.into());
+        }
+    }
+
+    pub fn learned_ignore(&self) -> Option<Arc<[usize]>> {
+        self.learned_ignore
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn record_rewrite_refused(&self) {
+        self.rewrite_refused.fetch_add(1, Relaxed);
     }
 
     pub fn record_mirror_dropped(&self) {
@@ -305,6 +334,7 @@ impl DigestStats {
             mirror_dropped: self.mirror_dropped.load(Relaxed),
             compared: self.compared.load(Relaxed),
             mismatched: self.mismatched.load(Relaxed),
+            rewrite_refused: self.rewrite_refused.load(Relaxed),
         }
     }
 }
@@ -344,6 +374,7 @@ pub struct DigestSnapshot {
     pub mirror_dropped: u64,
     pub compared: u64,
     pub mismatched: u64,
+    pub rewrite_refused: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

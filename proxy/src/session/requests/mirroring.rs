@@ -11,6 +11,7 @@ use pgshift_protocol::frontend::{tag, Parse};
 use pgshift_protocol::{encode, Frame};
 use pgshift_rules::classify::{Classification, TxnControl};
 use pgshift_rules::config::{BackendId, Kind, MirrorErrorPolicy, MirrorMode, OverflowPolicy};
+use pgshift_rules::rewrite::Rewriter;
 use tokio::sync::oneshot;
 
 use super::Requests;
@@ -20,6 +21,7 @@ use crate::mirror::task::{self, SessionMeta};
 use crate::mirror::{now_rfc3339, Diverged};
 use crate::session::observe::{Observer, PrimaryOutcome};
 use crate::session::relay::RelayError;
+use crate::session::rewriting;
 use crate::session::state::mirror_slot;
 use crate::stats::DigestStats;
 
@@ -40,11 +42,20 @@ pub(super) struct BatchMirror {
     primary: Option<oneshot::Receiver<PrimaryOutcome>>,
     compare: Option<CompareJob>,
     stats: Arc<DigestStats>,
+    /// The target's rewriter, when its schema differs.
+    rewriter: Option<Arc<Rewriter>>,
 }
 
 impl BatchMirror {
     pub(super) fn add(&mut self, frame: &Frame) {
-        self.bytes.extend_from_slice(frame.as_bytes());
+        if rewriting::push_frame(
+            self.rewriter.as_deref(),
+            self.target,
+            frame.as_bytes(),
+            &mut self.bytes,
+        ) {
+            self.stats.record_rewrite_refused();
+        }
         if matches!(frame.tag(), tag::EXECUTE | tag::QUERY) {
             self.executes = true;
         }
@@ -103,7 +114,8 @@ impl Requests<'_> {
                 || rand::random::<u8>() % 100 < compare_settings.sample);
         let compare = sampled.then(|| CompareJob {
             opts: DigestOptions::from_settings(compare_settings)
-                .ordered(class.statements.iter().any(|s| s.has_order_by)),
+                .ordered(class.statements.iter().any(|s| s.has_order_by))
+                .learned(stats.learned_ignore()),
             kind: CompareKind::of(kind),
             sql: Arc::from(sql.unwrap_or_default()),
             rule: rule_name.map(str::to_owned),
@@ -146,19 +158,15 @@ impl Requests<'_> {
             primary,
             compare,
             stats,
+            rewriter: self.loaded.rewriters[target.index()].clone(),
         });
         observer
     }
 
-    /// The batch's statement runs (simple Query sent, or Execute): count
-    /// the call once.
-    pub(super) fn count_call(&mut self) {
-        if let Some((stats, b, mirror, rule)) = self.batch_call.take() {
-            let rule = rule
-                .and_then(|i| self.loaded.config.rules.get(i))
-                .map(|r| r.name.as_str());
-            stats.record_call(b, mirror, rule);
-        }
+    /// A statement runs on `b` (a simple Query, or an Execute), parsed or
+    /// not: the per-backend count behind the traffic split.
+    pub(super) fn count_execution(&self, b: BackendId) {
+        self.shared.executed[b.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A batch with no deciding statement (a lone Sync, or transaction
@@ -378,10 +386,12 @@ impl Requests<'_> {
         if c.is_empty() {
             return;
         }
+        let rw = self.loaded.rewriters[target.index()].clone();
+        let rw = rw.as_deref();
         let mut bytes = BytesMut::new();
         let mut answers = 0;
         for sql in &c.sql {
-            encode::query(&mut bytes, sql);
+            rewriting::push_query(rw, target, sql, &mut bytes);
             answers += 1;
         }
         if !c.closes.is_empty() || !c.parses.is_empty() {
@@ -393,7 +403,8 @@ impl Requests<'_> {
                 });
             }
             for parse in &c.parses {
-                bytes.extend_from_slice(parse);
+                // A refused statement was counted when the client sent it.
+                let _ = rewriting::push_frame(rw, target, parse, &mut bytes);
             }
             encode::sync(&mut bytes);
             answers += 1;

@@ -26,6 +26,7 @@ mod mirroring;
 use super::expect::{Expect, Expectations};
 use super::relay::{End, RelayError};
 use super::responses::reserve_for_read;
+use super::rewriting;
 use super::state::{link_slot, SessionState};
 use crate::backend::cancel::SessionCancel;
 use crate::backend::{self, ConnectOptions};
@@ -103,8 +104,6 @@ pub struct Requests<'a> {
     copy_in: Option<CopyIn>,
     /// The latest Bind names a COPY ... FROM STDIN statement.
     bound_copy_in: bool,
-    /// The open batch's digest, counted as a call when it executes.
-    batch_call: Option<PendingCall>,
 }
 
 impl<'a> Requests<'a> {
@@ -144,7 +143,6 @@ impl<'a> Requests<'a> {
             dropping: [false; 2],
             copy_in: None,
             bound_copy_in: false,
-            batch_call: None,
         }
     }
 
@@ -257,7 +255,7 @@ impl<'a> Requests<'a> {
             _ => self.open_unrouted_idle().await?,
         };
         let observer = self.plan_batch(b, class.as_ref(), sql.as_deref(), false);
-        self.count_call();
+        self.count_execution(b);
         self.send(b, &frame);
         self.exp.push(Expect::Relay(b, observer));
         if let (Some(class), Some(sql)) = (&class, &sql) {
@@ -551,7 +549,7 @@ impl<'a> Requests<'a> {
             // Executing a COPY ... FROM STDIN puts the backend in copy-in
             // mode, where it ignores Sync until the data is done.
             tag::EXECUTE => {
-                self.count_call();
+                self.count_execution(b);
                 if self.bound_copy_in {
                     self.copy_in = Some(CopyIn {
                         simple: false,
@@ -699,6 +697,9 @@ impl<'a> Requests<'a> {
             if let Some((stmt, _)) = routable {
                 route.primary = self.read_your_writes(route.primary, stmt.kind).await?;
             }
+            if let Some((class, sql)) = statement {
+                self.avoid_refusal(&mut route, class, sql);
+            }
             let target = route.primary;
             if target == self.current || self.exp.is_empty() {
                 self.route = route;
@@ -712,6 +713,27 @@ impl<'a> Requests<'a> {
         }
     }
 
+    /// A statement the primary's rewriter refuses goes to the other
+    /// backend instead, unmirrored, when that one takes it as written; else
+    /// it stays, and the primary answers with the refusal.
+    fn avoid_refusal(&self, route: &mut Route, class: &Classification, sql: &str) {
+        let rw = |b: BackendId| self.loaded.rewriters[b.index()].as_deref();
+        if !rewriting::refuses(rw(route.primary), sql) {
+            return;
+        }
+        let other = route.primary.other();
+        if !rewriting::refuses(rw(other), sql) {
+            self.shared
+                .digests
+                .entry(class.fingerprint, &class.normalized, class.kind())
+                .record_rewrite_refused();
+            tracing::debug!(from = %route.primary, to = %other, "statement refused by the rewriter, routed to the other backend");
+            route.primary = other;
+            route.mirror = None;
+            route.compare = false;
+        }
+    }
+
     /// Connects `b` if needed, catches it up on session state and a held
     /// BEGIN, and makes it the session's current backend.
     async fn start_batch(&mut self, b: BackendId) -> Result<(), RelayError> {
@@ -721,9 +743,10 @@ impl<'a> Requests<'a> {
         }
         let catchup = self.state.catch_up(link_slot(b));
         if !catchup.is_empty() {
+            let rw = self.loaded.rewriters[b.index()].as_deref();
             let out = &mut self.out[b.index()];
             for sql in &catchup.sql {
-                encode::query(out, sql);
+                rewriting::push_query(rw, b, sql, out);
                 self.exp.push(Expect::Swallow {
                     backend: b,
                     what: "session state",
@@ -738,7 +761,8 @@ impl<'a> Requests<'a> {
                     });
                 }
                 for parse in &catchup.parses {
-                    out.extend_from_slice(parse);
+                    // A refused statement was counted when the client sent it.
+                    let _ = rewriting::push_frame(rw, b, parse, out);
                 }
                 encode::sync(out);
                 self.exp.push(Expect::Swallow {
@@ -800,9 +824,23 @@ impl<'a> Requests<'a> {
     }
 
     fn send(&mut self, b: BackendId, frame: &Frame) {
-        self.out[b.index()].extend_from_slice(frame.as_bytes());
+        let rw = self.loaded.rewriters[b.index()].as_deref();
+        if rewriting::push_frame(rw, b, frame.as_bytes(), &mut self.out[b.index()]) {
+            self.count_refusal(frame.as_bytes());
+        }
         if let Some(m) = &mut self.batch_mirror {
             m.add(frame);
+        }
+    }
+
+    /// A statement refused by a backend's rewriter, counted on its digest.
+    fn count_refusal(&self, frame: &[u8]) {
+        if let Some(sql) = rewriting::frame_sql(frame) {
+            let class = self.shared.classifier.classify(sql);
+            self.shared
+                .digests
+                .entry(class.fingerprint, &class.normalized, class.kind())
+                .record_rewrite_refused();
         }
     }
 
@@ -829,15 +867,6 @@ impl<'a> Requests<'a> {
         Ok(())
     }
 }
-
-/// A batch's digest, backend, mirror and rule index, counted as a call when the
-/// batch's statement runs.
-type PendingCall = (
-    Arc<crate::stats::DigestStats>,
-    BackendId,
-    Option<BackendId>,
-    Option<usize>,
-);
 
 /// A COPY whose data the client sends next.
 struct CopyIn {
