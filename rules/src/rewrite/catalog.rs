@@ -84,10 +84,17 @@ pub fn validate(map: &RewriteMap, target: &Catalog, source: Option<&Catalog>) ->
     }
     for (table, app, backend) in &map.columns {
         let entry = format!("rewrite columns: {table}.{app} -> {backend}");
+        let schema_of = |t: &TableName| {
+            t.schema
+                .clone()
+                .or_else(|| source.and_then(|c| c.resolve(&t.name)).map(str::to_owned))
+                .unwrap_or_else(|| super::names::DEFAULT_SCHEMA.to_owned())
+        };
+        // `orders.total` belongs to the table renamed as `public.orders`.
         let renamed = map
             .tables
             .iter()
-            .find(|(from, _)| from == table)
+            .find(|(from, _)| from.name == table.name && schema_of(from) == schema_of(table))
             .map_or(table, |(_, to)| to);
         match target.columns(renamed) {
             None => problems.push(format!(

@@ -10,7 +10,7 @@ use crate::config::{RewriteMap, TableName};
 
 /// Where an unqualified name is assumed to live when no catalog says
 /// otherwise: the first existing schema of Postgres' default search_path.
-const DEFAULT_SCHEMA: &str = "public";
+pub(super) const DEFAULT_SCHEMA: &str = "public";
 
 /// One application-side table the map says something about.
 #[derive(Debug)]
