@@ -114,6 +114,16 @@ pub async fn try_connect(url: &str) -> Result<tokio_postgres::Client, tokio_post
     Ok(client)
 }
 
+/// A loopback port free right now (for a process that must be told its
+/// port in advance; in-process servers bind port 0 instead).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub mod http;
 pub mod pgbench;
 mod proxy;

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pgshift_tests::{base_yaml, fresh_db, http, mark_sides, pgshift_bin, side_simple, SCRAM_AUTH};
+use pgshift_tests::{
+    base_yaml, free_port, fresh_db, http, mark_sides, pgshift_bin, side_simple, SCRAM_AUTH,
+};
 
 struct Instance {
     child: Child,
@@ -63,14 +65,6 @@ impl Drop for Instance {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 const SHIFT: &str = "rules:

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pgshift_tests::http;
-use pgshift_tests::{base_yaml, fresh_db, pgshift_bin, APP_DB, SCRAM_AUTH};
+use pgshift_tests::{base_yaml, free_port, fresh_db, pgshift_bin, APP_DB, SCRAM_AUTH};
 use serde_json::Value;
 
 const NAME: &str = "pgshift.yaml";
@@ -20,14 +20,6 @@ const PROMPT: Duration = Duration::from_millis(100);
 /// Longer than this means the watcher missed the change and the poll
 /// fallback (every 2 s) found it.
 const WORST: Duration = Duration::from_secs(1);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// How the config file is laid out on disk and how an edit replaces it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

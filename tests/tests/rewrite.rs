@@ -60,6 +60,23 @@ fn schemas(db: &str) {
         .expect("NEW schema");
 }
 
+/// The pgshift binary with `args`, then `file`.
+fn pgshift(args: &[&str], file: &std::path::Path) -> std::process::Output {
+    Command::new(pgshift_tests::pgshift_bin())
+        .args(args)
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
+/// The server's message in a failed request.
+fn server_message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .unwrap_or_else(|| panic!("not a server error: {e}"))
+        .message()
+        .to_owned()
+}
+
 async fn migration_proxy(db: &str) -> TestProxy {
     proxy_with(db, &format!("{MIGRATION}{REWRITE}")).await
 }
@@ -303,11 +320,7 @@ async fn a_statement_that_cannot_be_rewritten_never_reaches_new_as_written() {
 
     // Outside a transaction it goes to OLD, which answers as Postgres does.
     let e = c.simple_query("SELEC email FROM users").await.unwrap_err();
-    let e = e
-        .as_db_error()
-        .expect("a server error")
-        .message()
-        .to_owned();
+    let e = server_message(&e);
     assert!(e.contains("syntax error"), "{e}");
 
     // Inside a transaction pinned to NEW it cannot move: a clear error,
@@ -319,21 +332,13 @@ async fn a_statement_that_cannot_be_rewritten_never_reaches_new_as_written() {
         .expect("read on NEW");
     assert!(side.len() > 1);
     let e = c.simple_query("SELEC email FROM users").await.unwrap_err();
-    let msg = e
-        .as_db_error()
-        .expect("a server error")
-        .message()
-        .to_owned();
+    let msg = server_message(&e);
     assert!(
         msg.contains("pgshift cannot send this statement to new") && msg.contains("SELEC email"),
         "{msg}"
     );
     let e = c.simple_query("SELECT 1").await.unwrap_err();
-    let msg = e
-        .as_db_error()
-        .expect("a server error")
-        .message()
-        .to_owned();
+    let msg = server_message(&e);
     assert!(msg.contains("aborted"), "{msg}");
     c.batch_execute("ROLLBACK").await.unwrap();
 
@@ -344,11 +349,7 @@ async fn a_statement_that_cannot_be_rewritten_never_reaches_new_as_written() {
         .prepare("SELEC email FROM users WHERE id = $1")
         .await
         .unwrap_err();
-    let msg = e
-        .as_db_error()
-        .expect("a server error")
-        .message()
-        .to_owned();
+    let msg = server_message(&e);
     assert!(
         msg.contains("pgshift cannot send this statement to new"),
         "{msg}"
@@ -388,35 +389,23 @@ async fn a_map_naming_what_new_lacks_is_a_config_error() {
     // `pgshift check` says the same; --skip-catalog checks offline.
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), &bad).unwrap();
-    let out = Command::new(pgshift_tests::pgshift_bin())
-        .args(["check", "--config"])
-        .arg(file.path())
-        .output()
-        .unwrap();
+    let out = pgshift(&["check", "--config"], file.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("rewrite.new") && stderr.contains("acounts"),
         "{stderr}"
     );
-    let out = Command::new(pgshift_tests::pgshift_bin())
-        .args(["check", "--skip-catalog", "--config"])
-        .arg(file.path())
-        .output()
-        .unwrap();
+    let out = pgshift(&["check", "--skip-catalog", "--config"], file.path());
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 
     // An unreachable backend: check cannot tell, and says how to go on.
     let unreachable = bad.replace(
         &format!(":{}/", old_and_new().new.port()),
-        &format!(":{}/", free_port()),
+        &format!(":{}/", pgshift_tests::free_port()),
     );
     std::fs::write(file.path(), unreachable).unwrap();
-    let out = Command::new(pgshift_tests::pgshift_bin())
-        .args(["check", "--config"])
-        .arg(file.path())
-        .output()
-        .unwrap();
+    let out = pgshift(&["check", "--config"], file.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--skip-catalog"), "{stderr}");
@@ -456,12 +445,4 @@ async fn explain_prints_the_sql_each_backend_receives() {
         !new_line.contains('*'),
         "expanded with the catalog: {new_line}"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
