@@ -1,6 +1,14 @@
 //! The admin HTTP server (`admin:` in the config). Handlers are thin: they
 //! read `Shared` or ask the `Reloader`, and turn the answer into JSON.
-//! Every reply, errors included, is a JSON object.
+//! Every reply, errors included, is a JSON object, except `/metrics`
+//! (Prometheus text).
+//!
+//! `admin_token`, when set, guards the only endpoint that changes anything
+//! (`POST /reload`). The GET endpoints stay open, as the contract says:
+//! they change nothing, Prometheus and the dashboard read them without
+//! credentials, and they never show a secret (SQL in them has its literals
+//! redacted unless `compare.redact_literals: false`). Put the admin port on
+//! loopback or a private network.
 
 use std::sync::Arc;
 
@@ -43,6 +51,7 @@ pub async fn serve(listener: TcpListener, reloader: Arc<Reloader>, draining: Can
 
 fn router(reloader: Arc<Reloader>) -> Router {
     Router::new()
+        .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/reload", post(reload))
         .route("/digests", get(digests))
@@ -64,6 +73,11 @@ async fn status(State(reloader): State<Arc<Reloader>>) -> Response {
         "rollback": loaded.config.rollback,
         "reloads": { "ok": log.ok, "failed": log.failed },
         "last_reload_error": log.last_error,
+        "sessions": shared.telemetry.sessions(),
+        "backends": {
+            "old": shared.telemetry.health.snapshot(BackendId::Old),
+            "new": shared.telemetry.health.snapshot(BackendId::New),
+        },
         "mirror": {
             "old": shared.mirroring.counters(BackendId::Old).snapshot(),
             "new": shared.mirroring.counters(BackendId::New).snapshot(),
@@ -72,6 +86,24 @@ async fn status(State(reloader): State<Arc<Reloader>>) -> Response {
         },
     }))
     .into_response()
+}
+
+/// Prometheus text exposition, from the OpenTelemetry meter provider.
+async fn metrics(State(reloader): State<Arc<Reloader>>) -> Response {
+    match reloader.shared().telemetry.prometheus_text() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("encoding metrics failed: {e}"),
+        ),
+    }
 }
 
 #[derive(serde::Deserialize)]

@@ -60,6 +60,9 @@ pub async fn fetch(
             timeout,
             max_message_size,
             tls,
+            // Read before (and beside) the proxy's own state; sessions and
+            // probes report backend health.
+            health: None,
         };
         let params = [("application_name".to_owned(), "pgshift catalog".to_owned())];
         let mut conn = connect(id, target, &params, &opts).await?;

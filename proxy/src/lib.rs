@@ -19,6 +19,7 @@ pub mod server;
 pub mod session;
 pub mod stats;
 pub mod stream;
+pub mod telemetry;
 pub mod tls;
 mod wire;
 

@@ -240,7 +240,15 @@ fn run(path: &std::path::Path, log_format: Option<logging::Format>) -> ExitCode 
         pgshift_rules::config::LogFormat::Json => logging::Format::Json,
         pgshift_rules::config::LogFormat::Text => logging::Format::Text,
     });
-    logging::init(format);
+    // Held until the runtime is gone, so the last spans are flushed.
+    let _traces = match logging::init_with_traces(format, config.telemetry.otlp_endpoint.as_deref())
+    {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("telemetry.otlp_endpoint: {e:#}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
     let path = path.to_path_buf();
     runtime_then(|| async move { serve(config, path).await })
 }

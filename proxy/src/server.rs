@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::backend::cancel::CancelRegistry;
 use crate::rewrites::Catalogs;
 use crate::session::{self, ClientAuth};
+use crate::telemetry::Telemetry;
 
 /// One loaded configuration and what was derived from it.
 pub struct Loaded {
@@ -35,11 +36,18 @@ pub struct Loaded {
     pub rewriters: crate::rewrites::Rewriters,
     /// What the rewrite maps were checked against.
     pub catalogs: Catalogs,
+    /// Statement counters labelled with this configuration's rule names.
+    pub meters: Arc<crate::telemetry::StatementMeters>,
 }
 
 impl Loaded {
-    pub fn new(version: u64, config: Config, catalogs: Catalogs) -> anyhow::Result<Self> {
-        Self::with_auth(version, config, None, catalogs)
+    pub fn new(
+        version: u64,
+        config: Config,
+        catalogs: Catalogs,
+        telemetry: &Telemetry,
+    ) -> anyhow::Result<Self> {
+        Self::with_auth(version, config, None, catalogs, telemetry)
     }
 
     /// Reuses `previous`' client authentication when the `auth` section
@@ -50,6 +58,7 @@ impl Loaded {
         config: Config,
         previous: Option<&Loaded>,
         catalogs: Catalogs,
+        telemetry: &Telemetry,
     ) -> anyhow::Result<Self> {
         let problems = catalogs.check(&config);
         if !problems.is_empty() {
@@ -65,6 +74,7 @@ impl Loaded {
             &catalogs,
             previous.map(|p| (&p.config, &p.catalogs, &p.rewriters)),
         );
+        let meters = telemetry.statement_meters(&config);
         Ok(Loaded {
             version,
             loaded_at: SystemTime::now(),
@@ -73,6 +83,7 @@ impl Loaded {
             router,
             rewriters,
             catalogs,
+            meters,
         })
     }
 }
@@ -97,6 +108,7 @@ pub struct Shared {
     /// whether or not they were parsed.
     pub executed: [std::sync::atomic::AtomicU64; 2],
     pub digests: crate::stats::DigestStore,
+    pub telemetry: Telemetry,
 }
 
 /// Reads the catalogs `config` needs, logging the backends that could not
@@ -198,7 +210,13 @@ impl Shared {
             );
         }
         let catalogs = catalogs.unwrap_or_else(|| old.catalogs.clone());
-        let loaded = match Loaded::with_auth(old.version + 1, config, Some(&old), catalogs) {
+        let loaded = match Loaded::with_auth(
+            old.version + 1,
+            config,
+            Some(&old),
+            catalogs,
+            &self.telemetry,
+        ) {
             Ok(l) => Arc::new(l),
             Err(e) => {
                 drop(log);
@@ -241,6 +259,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.limits.shutdown_grace != new.limits.shutdown_grace {
         changed.push("limits.shutdown_grace");
+    }
+    if old.telemetry.otlp_endpoint != new.telemetry.otlp_endpoint {
+        changed.push("telemetry.otlp_endpoint");
     }
     changed
 }
@@ -293,8 +314,10 @@ pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow:
     let admin = config.admin.clone();
     let max_clients = config.limits.max_clients;
     let grace = config.limits.shutdown_grace;
+    let telemetry = Telemetry::new(&config)?;
+    let probing = telemetry.observed(&config);
     let shared = Arc::new(Shared {
-        current: ArcSwap::from_pointee(Loaded::new(1, config, catalogs)?),
+        current: ArcSwap::from_pointee(Loaded::new(1, config, catalogs, &telemetry)?),
         config_path,
         reload_lock: std::sync::Mutex::new(ReloadLog::default()),
         client_tls,
@@ -305,7 +328,9 @@ pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow:
         mirror_tasks: TaskTracker::new(),
         executed: Default::default(),
         digests: crate::stats::DigestStore::new(crate::stats::DEFAULT_CAPACITY),
+        telemetry,
     });
+    shared.telemetry.observe(Arc::downgrade(&shared));
     let shutdown = Shutdown::default();
     let done = CancellationToken::new();
     let reloader = crate::reload::Reloader::new(Arc::clone(&shared), on_disk);
@@ -331,6 +356,12 @@ pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow:
     if let Some(watching) = watching {
         background.spawn(watching);
     }
+    if probing {
+        background.spawn(crate::telemetry::health::probe_idle_backends(
+            Arc::clone(&shared),
+            shutdown.draining.clone(),
+        ));
+    }
     if let Some(admin) = admin_listener {
         background.spawn(crate::admin::serve(
             admin,
@@ -340,6 +371,7 @@ pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow:
     }
     let task = tokio::spawn({
         let done = done.clone();
+        let shared_for_flush = Arc::clone(&shared);
         let background = background.clone();
         let serving = serve(
             listener,
@@ -357,6 +389,10 @@ pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow:
             {
                 tracing::warn!("admin server or reload watcher did not stop in time");
             }
+            // The last metrics reach the collector before the proxy
+            // reports itself finished.
+            let flushing = Arc::clone(&shared_for_flush);
+            let _ = tokio::task::spawn_blocking(move || flushing.telemetry.shutdown()).await;
             done.cancel();
         }
     });
@@ -462,8 +498,10 @@ async fn serve(
             Ok(permit) => {
                 let shared = Arc::clone(&shared);
                 let shutdown = shutdown.clone();
+                let open = SessionOpen::new(&shared);
                 sessions.spawn(async move {
                     session::run(tcp, peer, shared, shutdown).await;
+                    drop(open);
                     drop(permit);
                 });
             }
@@ -498,6 +536,23 @@ async fn serve(
         let _ = tokio::time::timeout(Duration::from_secs(5), shared.mirror_tasks.wait()).await;
     }
     tracing::info!("shutdown complete");
+}
+
+/// Counts a client connection in `pgshift_sessions` while it lives,
+/// however its task ends.
+struct SessionOpen(Arc<Shared>);
+
+impl SessionOpen {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.telemetry.session_opened();
+        SessionOpen(Arc::clone(shared))
+    }
+}
+
+impl Drop for SessionOpen {
+    fn drop(&mut self) {
+        self.0.telemetry.session_closed();
+    }
 }
 
 async fn too_many_clients(mut tcp: TcpStream) {

@@ -128,8 +128,8 @@ pub mod http;
 pub mod pgbench;
 mod proxy;
 pub use proxy::{
-    base_yaml, mark_sides, proxy_with, proxy_with_yaml, side, side_simple, TestProxy, SCRAM_AUTH,
-    TRUST_AUTH,
+    base_yaml, mark_sides, proxy_from_file, proxy_with, proxy_with_yaml, side, side_simple,
+    TestProxy, SCRAM_AUTH, TRUST_AUTH,
 };
 
 /// The built `pgshift` binary: `$PGSHIFT_BIN`, else the one `cargo test

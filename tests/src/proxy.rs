@@ -1,6 +1,7 @@
 //! pgshift in front of the shared clusters, one proxy per test.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use crate::{old_and_new, APP_PASSWORD, APP_USER};
 
@@ -9,6 +10,8 @@ pub struct TestProxy {
     pub addr: SocketAddr,
     pub db: String,
     proxy: Option<pgshift::Proxy>,
+    /// The file the config was read from, for proxies that reload it.
+    config_file: Option<(tempfile::TempDir, PathBuf)>,
 }
 
 impl TestProxy {
@@ -37,6 +40,25 @@ impl TestProxy {
 
     pub fn inner(&self) -> &pgshift::Proxy {
         self.proxy.as_ref().expect("proxy is running")
+    }
+
+    /// The admin HTTP address; the config must have `admin:`.
+    pub fn admin(&self) -> SocketAddr {
+        self.inner()
+            .admin_addr()
+            .expect("the test config has no admin: key")
+    }
+
+    /// Replaces the config file (see [`proxy_from_file`]) in one atomic
+    /// rename, so the file watcher sees one change and reloads it once.
+    pub fn rewrite_config(&self, yaml: &str) {
+        let (dir, path) = self
+            .config_file
+            .as_ref()
+            .expect("this proxy was not started from a file");
+        let next = dir.path().join("pgshift.yaml.next");
+        std::fs::write(&next, yaml).expect("writing the config file");
+        std::fs::rename(&next, path).expect("renaming the config file into place");
     }
 
     /// Graceful shutdown, waiting for sessions as the config's grace allows.
@@ -94,6 +116,27 @@ pub async fn proxy_with_yaml(db: &str, yaml: &str) -> TestProxy {
         addr: proxy.local_addr(),
         db: db.to_owned(),
         proxy: Some(proxy),
+        config_file: None,
+    }
+}
+
+/// pgshift with exactly this YAML, read from a file so that it can be
+/// reloaded (`POST /reload`, [`TestProxy::rewrite_config`]).
+pub async fn proxy_from_file(db: &str, yaml: &str) -> TestProxy {
+    pgshift::logging::init_with_default(pgshift::logging::Format::Text, "warn");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("pgshift.yaml");
+    std::fs::write(&path, yaml).expect("writing the config file");
+    let config = pgshift::config_file::load(&path)
+        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{yaml}"));
+    let proxy = pgshift::server::start_with(config, Some(path.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("starting pgshift: {e:#}"));
+    TestProxy {
+        addr: proxy.local_addr(),
+        db: db.to_owned(),
+        proxy: Some(proxy),
+        config_file: Some((dir, path)),
     }
 }
 

@@ -75,6 +75,8 @@ pub struct ConnectOptions<'a> {
     pub timeout: Duration,
     pub max_message_size: usize,
     pub tls: Option<&'a tokio_rustls::TlsConnector>,
+    /// Where the outcome is recorded for `pgshift_backend_up` and /status.
+    pub health: Option<&'a crate::telemetry::BackendHealth>,
 }
 
 pub async fn connect(
@@ -83,9 +85,40 @@ pub async fn connect(
     client_params: &[(String, String)],
     opts: &ConnectOptions<'_>,
 ) -> Result<BackendConn, ConnectError> {
-    match tokio::time::timeout(opts.timeout, connect_inner(id, target, client_params, opts)).await {
-        Ok(r) => r,
-        Err(_) => Err(ConnectError::Timeout(id)),
+    let result =
+        match tokio::time::timeout(opts.timeout, connect_inner(id, target, client_params, opts))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(ConnectError::Timeout(id)),
+        };
+    if let Some(health) = opts.health {
+        match &result {
+            Ok(_) => health.record(id, Ok(())),
+            Err(e) if e.backend_unusable() => health.record(id, Err(e.to_string())),
+            // The client's own startup options were refused: says nothing
+            // about the backend.
+            Err(_) => {}
+        }
+    }
+    result
+}
+
+impl ConnectError {
+    /// Whether the failure means nobody can use the backend now, rather
+    /// than that this client's startup options were refused.
+    pub fn backend_unusable(&self) -> bool {
+        let ConnectError::Rejected { frame, .. } = self else {
+            return true;
+        };
+        let sqlstate = frame.get(pgshift_protocol::HEADER_LEN..).and_then(|body| {
+            backend::ErrorFields::new(body)
+                .sqlstate()
+                .map(<[u8]>::to_vec)
+        });
+        // Connection exceptions, authentication, database missing, too many
+        // connections, shutting down or starting up.
+        sqlstate.is_none_or(|s| matches!(s.get(..2), Some(b"08" | b"28" | b"3D" | b"53" | b"57")))
     }
 }
 

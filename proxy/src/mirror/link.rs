@@ -36,6 +36,8 @@ pub enum Job {
 
 pub struct StatementJob {
     pub stats: Arc<DigestStats>,
+    /// The statement's labels for `pgshift_statements_total`.
+    pub tally: crate::telemetry::Tally,
     pub write: bool,
     /// The primary's outcome, awaited before the mirror runs the batch,
     /// when the batch is compared or ends a transaction.

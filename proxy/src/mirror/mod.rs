@@ -41,6 +41,10 @@ pub struct MirrorCounters {
     pub replay_errors: AtomicU64,
     pub compared: AtomicU64,
     pub mismatched: AtomicU64,
+    /// Batches a compare route did not compare: sampled out
+    /// (`compare.sample`), or the mirror or the primary's answer was
+    /// missing.
+    pub compare_skipped: AtomicU64,
     /// Reads that waited for the session's queued writes (read-your-writes).
     pub ryw_waits: AtomicU64,
     /// ... and were served by the write primary because the wait ran out.
@@ -58,6 +62,7 @@ pub struct CountersSnapshot {
     pub replay_errors: u64,
     pub compared: u64,
     pub mismatched: u64,
+    pub compare_skipped: u64,
     pub ryw_waits: u64,
     pub ryw_fallbacks: u64,
     pub queue_depth: u64,
@@ -74,6 +79,7 @@ impl MirrorCounters {
             replay_errors: g(&self.replay_errors),
             compared: g(&self.compared),
             mismatched: g(&self.mismatched),
+            compare_skipped: g(&self.compare_skipped),
             ryw_waits: g(&self.ryw_waits),
             ryw_fallbacks: g(&self.ryw_fallbacks),
             queue_depth: g(&self.depth),

@@ -117,6 +117,7 @@ async fn connect(
         timeout: limits.startup_timeout,
         max_message_size: limits.max_message_size,
         tls: shared.backend_tls.as_ref(),
+        health: Some(&shared.telemetry.health),
     };
     let c = backend::connect(
         backend,
@@ -174,20 +175,31 @@ async fn process(
         )),
         _ => None,
     };
+    let compare_wanted = job.compare.is_some();
+    let span = job
+        .tally
+        .span(backend, Role::Mirror, job.stats.fingerprint());
     let started = Instant::now();
     let answer = exchange(c, bytes, answers, digest.as_mut()).await?;
+    let elapsed = started.elapsed();
+    drop(span);
     if let Some(done) = job.done.take() {
         let _ = done.send(MirrorResult {
             error: answer.error.clone(),
         });
     }
-    job.stats
-        .record_latency(backend, Role::Mirror, started.elapsed());
+    job.stats.record_latency(backend, Role::Mirror, elapsed);
+    job.tally.record(backend, Role::Mirror, elapsed);
     let counters = shared.mirroring.counters(backend);
     counters.applied.fetch_add(1, Ordering::Relaxed);
+    if compare_wanted && digest.is_none() {
+        // The primary's digest never came (timed out, or it had none).
+        counters.compare_skipped.fetch_add(1, Ordering::Relaxed);
+    }
     let primary_sqlstate = outcome.as_ref().and_then(|o| o.sqlstate.clone());
     if let (Some(cj), Some(o), Some(d)) = (&job.compare, &outcome, digest) {
         let (Some(primary), mirror) = (o.summary.as_ref(), d.finish()) else {
+            counters.compare_skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         };
         let verdict = compare(primary, &mirror, cj.kind);
@@ -311,6 +323,9 @@ fn missed(
             }
             counters.dropped.fetch_add(1, Ordering::Relaxed);
             job.stats.record_mirror_dropped();
+            if job.compare.is_some() {
+                counters.compare_skipped.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Job::Replay => {
             counters.replay_errors.fetch_add(1, Ordering::Relaxed);

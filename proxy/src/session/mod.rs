@@ -120,6 +120,7 @@ async fn establish(
         timeout: limits.startup_timeout,
         max_message_size: limits.max_message_size,
         tls: shared.backend_tls.as_ref(),
+        health: Some(&shared.telemetry.health),
     };
     let backend = match backend::connect(primary, target, &startup.params, &opts).await {
         Ok(b) => b,

@@ -12,6 +12,7 @@ use pgshift_rules::config::BackendId;
 
 use crate::compare::{DigestOptions, ResultDigest, ResultSummary, Role};
 use crate::stats::DigestStats;
+use crate::telemetry::Tally;
 
 /// How the primary's answer ended.
 #[derive(Debug, Clone)]
@@ -54,7 +55,29 @@ pub struct Observer {
     sqlstate: Option<String>,
     done: Option<oneshot::Sender<PrimaryOutcome>>,
     /// Where the batch's latency is recorded, and since when.
-    timing: Option<(Arc<DigestStats>, BackendId, Instant)>,
+    timing: Option<Timing>,
+}
+
+struct Timing {
+    stats: Arc<DigestStats>,
+    backend: BackendId,
+    started: Instant,
+    tally: Tally,
+    /// Open while the primary answers; closed (and exported) at `finish`.
+    _span: tracing::Span,
+}
+
+impl Timing {
+    fn new(stats: Arc<DigestStats>, backend: BackendId, tally: Tally) -> Self {
+        let span = tally.span(backend, Role::Primary, stats.fingerprint());
+        Timing {
+            stats,
+            backend,
+            started: Instant::now(),
+            tally,
+            _span: span,
+        }
+    }
 }
 
 impl Observer {
@@ -76,19 +99,24 @@ impl Observer {
     }
 
     /// Only times the batch for its digest's latency histogram.
-    pub fn timing_only(stats: Arc<DigestStats>, backend: BackendId) -> Box<Observer> {
+    pub fn timing_only(stats: Arc<DigestStats>, backend: BackendId, tally: Tally) -> Box<Observer> {
         Box::new(Observer {
             mirror_done: None,
             digest: None,
             last_tag: None,
             sqlstate: None,
             done: None,
-            timing: Some((stats, backend, Instant::now())),
+            timing: Some(Timing::new(stats, backend, tally)),
         })
     }
 
-    pub fn timed(mut self: Box<Self>, stats: Arc<DigestStats>, backend: BackendId) -> Box<Self> {
-        self.timing = Some((stats, backend, Instant::now()));
+    pub fn timed(
+        mut self: Box<Self>,
+        stats: Arc<DigestStats>,
+        backend: BackendId,
+        tally: Tally,
+    ) -> Box<Self> {
+        self.timing = Some(Timing::new(stats, backend, tally));
         self
     }
 
@@ -135,10 +163,12 @@ impl Observer {
     }
 
     pub fn finish(self) {
-        if let Some((stats, backend, started)) = &self.timing {
-            stats.record_latency(*backend, Role::Primary, started.elapsed());
+        if let Some(t) = &self.timing {
+            let elapsed = t.started.elapsed();
+            t.stats.record_latency(t.backend, Role::Primary, elapsed);
+            t.tally.record(t.backend, Role::Primary, elapsed);
             if let Some(d) = self.digest.as_ref().filter(|d| d.described()) {
-                stats.learn_ignore(&d.ignore_positions());
+                t.stats.learn_ignore(&d.ignore_positions());
             }
         }
         let Some(done) = self.done else { return };

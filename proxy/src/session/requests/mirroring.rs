@@ -24,6 +24,7 @@ use crate::session::relay::RelayError;
 use crate::session::rewriting;
 use crate::session::state::mirror_slot;
 use crate::stats::DigestStats;
+use crate::telemetry::Tally;
 
 /// A mirrored batch in the making.
 pub(super) struct BatchMirror {
@@ -44,6 +45,7 @@ pub(super) struct BatchMirror {
     stats: Arc<DigestStats>,
     /// The target's rewriter, when its schema differs.
     rewriter: Option<Arc<Rewriter>>,
+    tally: Tally,
 }
 
 impl BatchMirror {
@@ -92,7 +94,13 @@ impl Requests<'_> {
         ends_txn: bool,
     ) -> Option<Box<Observer>> {
         let begun = self.begun.take();
-        let class = class?;
+        let Some(class) = class else {
+            // Routed unparsed: counted, not timed (nothing watches its answer).
+            let tally = self.loaded.meters.tally(self.rule, None);
+            tally.count(b, crate::compare::Role::Primary);
+            return None;
+        };
+        let tally = self.loaded.meters.tally(self.rule, Some(class.kind()));
         let stats = self
             .shared
             .digests
@@ -104,7 +112,7 @@ impl Requests<'_> {
         let mirror = self.route.mirror.filter(|m| *m != b);
         stats.record_call(b, mirror, rule_name);
         let Some(target) = mirror else {
-            return Some(Observer::timing_only(stats, b));
+            return Some(Observer::timing_only(stats, b, tally));
         };
         let kind = class.kind();
         let ends_transaction = ends_txn || ends_transaction(class);
@@ -112,6 +120,13 @@ impl Requests<'_> {
         let sampled = self.route.compare
             && (compare_settings.sample >= 100
                 || rand::random::<u8>() % 100 < compare_settings.sample);
+        if self.route.compare && !sampled {
+            self.shared
+                .mirroring
+                .counters(target)
+                .compare_skipped
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let compare = sampled.then(|| CompareJob {
             opts: DigestOptions::from_settings(compare_settings)
                 .ordered(class.statements.iter().any(|s| s.has_order_by))
@@ -123,9 +138,12 @@ impl Requests<'_> {
         let sync = self.loaded.config.mirror.mode == MirrorMode::Sync;
         let (mut observer, primary) = if compare.is_some() || ends_transaction || sync {
             let (o, rx) = Observer::new(compare.as_ref().map(|c| &c.opts));
-            (o.timed(Arc::clone(&stats), b), Some(rx))
+            (o.timed(Arc::clone(&stats), b, tally.clone()), Some(rx))
         } else {
-            (Observer::timing_only(Arc::clone(&stats), b), None)
+            (
+                Observer::timing_only(Arc::clone(&stats), b, tally.clone()),
+                None,
+            )
         };
         let done = sync.then(|| {
             let (tx, rx) = oneshot::channel();
@@ -159,6 +177,7 @@ impl Requests<'_> {
             compare,
             stats,
             rewriter: self.loaded.rewriters[target.index()].clone(),
+            tally,
         });
         observer
     }
@@ -287,6 +306,7 @@ impl Requests<'_> {
             answers: 1,
             job: Job::Statement(Box::new(StatementJob {
                 stats: Arc::clone(&batch.stats),
+                tally: batch.tally,
                 write,
                 primary: batch.primary,
                 ends_transaction,

@@ -792,6 +792,7 @@ impl<'a> Requests<'a> {
             timeout: limits.startup_timeout,
             max_message_size: limits.max_message_size,
             tls: self.shared.backend_tls.as_ref(),
+            health: Some(&self.shared.telemetry.health),
         };
         let target = self.loaded.config.backends.get(b);
         let conn = backend::connect(b, target, &self.info.startup_params, &opts)
