@@ -1,7 +1,7 @@
 //! The admin HTTP server (`admin:` in the config). Handlers are thin: they
 //! read `Shared` or ask the `Reloader`, and turn the answer into JSON.
 //! Every reply, errors included, is a JSON object, except `/metrics`
-//! (Prometheus text).
+//! (Prometheus text) and `/` (the dashboard page).
 //!
 //! `admin_token`, when set, guards the only endpoint that changes anything
 //! (`POST /reload`). The GET endpoints stay open, as the contract says:
@@ -9,6 +9,8 @@
 //! credentials, and they never show a secret (SQL in them has its literals
 //! redacted unless `compare.redact_literals: false`). Put the admin port on
 //! loopback or a private network.
+
+mod rules;
 
 use std::sync::Arc;
 
@@ -51,7 +53,9 @@ pub async fn serve(listener: TcpListener, reloader: Arc<Reloader>, draining: Can
 
 fn router(reloader: Arc<Reloader>) -> Router {
     Router::new()
+        .route("/", get(dashboard))
         .route("/metrics", get(metrics))
+        .route("/rules", get(rules))
         .route("/status", get(status))
         .route("/reload", post(reload))
         .route("/digests", get(digests))
@@ -105,6 +109,30 @@ async fn metrics(State(reloader): State<Arc<Reloader>>) -> Response {
         ),
     }
 }
+
+/// The configuration in force, as compiled.
+async fn rules(State(reloader): State<Arc<Reloader>>) -> Response {
+    Json(rules::rules_json(&reloader.shared().current())).into_response()
+}
+
+/// One self-contained page (no external assets) that polls the endpoints
+/// above.
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Everything the page needs is inline or from this origin.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+            ),
+        ],
+        DASHBOARD,
+    )
+        .into_response()
+}
+
+const DASHBOARD: &str = include_str!("admin/dashboard.html");
 
 #[derive(serde::Deserialize)]
 struct Limit {
