@@ -39,6 +39,9 @@ pub struct StatementJob {
     /// The statement's labels for `pgshift_statements_total`.
     pub tally: crate::telemetry::Tally,
     pub write: bool,
+    /// The batch runs a statement (not only Parse/Describe): counted and
+    /// timed as one.
+    pub executes: bool,
     /// The primary's outcome, awaited before the mirror runs the batch,
     /// when the batch is compared or ends a transaction.
     pub primary: Option<oneshot::Receiver<PrimaryOutcome>>,

@@ -188,8 +188,10 @@ async fn process(
             error: answer.error.clone(),
         });
     }
-    job.stats.record_latency(backend, Role::Mirror, elapsed);
-    job.tally.record(backend, Role::Mirror, elapsed);
+    if job.executes {
+        job.stats.record_latency(backend, Role::Mirror, elapsed);
+        job.tally.record(backend, Role::Mirror, elapsed);
+    }
     let counters = shared.mirroring.counters(backend);
     counters.applied.fetch_add(1, Ordering::Relaxed);
     if compare_wanted && digest.is_none() {

@@ -53,6 +53,9 @@ pub struct Observer {
     digest: Option<ResultDigest>,
     last_tag: Option<String>,
     sqlstate: Option<String>,
+    /// A statement ran: the answer held a CommandComplete, an
+    /// EmptyQueryResponse, a PortalSuspended or an error.
+    ran: bool,
     done: Option<oneshot::Sender<PrimaryOutcome>>,
     /// Where the batch's latency is recorded, and since when.
     timing: Option<Timing>,
@@ -92,6 +95,7 @@ impl Observer {
             digest: digest.map(ResultDigest::new),
             last_tag: None,
             sqlstate: None,
+            ran: false,
             done: Some(done),
             timing: None,
         };
@@ -105,6 +109,7 @@ impl Observer {
             digest: None,
             last_tag: None,
             sqlstate: None,
+            ran: false,
             done: None,
             timing: Some(Timing::new(stats, backend, tally)),
         })
@@ -138,14 +143,20 @@ impl Observer {
                 }
             }
             tag::COMMAND_COMPLETE => {
+                self.ran = true;
                 if let Some(d) = &mut self.digest {
                     d.command_complete(body);
                 }
-                self.last_tag = pgshift_protocol::backend::command_complete(body)
-                    .ok()
-                    .map(|t| String::from_utf8_lossy(t).into_owned());
+                // Only the mirror reads the tag; timing alone needs no copy.
+                if self.done.is_some() {
+                    self.last_tag = pgshift_protocol::backend::command_complete(body)
+                        .ok()
+                        .map(|t| String::from_utf8_lossy(t).into_owned());
+                }
             }
+            tag::EMPTY_QUERY_RESPONSE | tag::PORTAL_SUSPENDED => self.ran = true,
             tag::ERROR_RESPONSE => {
+                self.ran = true;
                 if let Some(d) = &mut self.digest {
                     d.error(body);
                 }
@@ -163,10 +174,16 @@ impl Observer {
     }
 
     pub fn finish(self) {
+        // A batch that only prepared or described ran no statement: it is
+        // neither counted nor timed as one.
         if let Some(t) = &self.timing {
-            let elapsed = t.started.elapsed();
-            t.stats.record_latency(t.backend, Role::Primary, elapsed);
-            t.tally.record(t.backend, Role::Primary, elapsed);
+            if self.ran {
+                let elapsed = t.started.elapsed();
+                t.stats.record_latency(t.backend, Role::Primary, elapsed);
+                t.tally.record(t.backend, Role::Primary, elapsed);
+            }
+            // A prepare-only batch is where an extended-protocol statement
+            // is described: what its Executes will not be told.
             if let Some(d) = self.digest.as_ref().filter(|d| d.described()) {
                 t.stats.learn_ignore(&d.ignore_positions());
             }

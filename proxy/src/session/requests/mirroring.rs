@@ -308,6 +308,7 @@ impl Requests<'_> {
                 stats: Arc::clone(&batch.stats),
                 tally: batch.tally,
                 write,
+                executes: batch.executes,
                 primary: batch.primary,
                 ends_transaction,
                 compare,
