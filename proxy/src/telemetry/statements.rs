@@ -49,7 +49,7 @@ impl Instruments {
     pub fn new(meter: &Meter) -> Self {
         let statements = meter
             .u64_counter("pgshift.statements")
-            .with_description("Statements (a simple Query, or extended-protocol messages up to Sync) run, by backend, role, kind and rule")
+            .with_description("Statements run (a simple Query, or extended-protocol messages up to a Sync with an Execute), by backend, role, kind and rule")
             .with_unit("{statement}")
             .build();
         let durations = meter
