@@ -109,14 +109,20 @@ pub async fn proxy_with_yaml(db: &str, yaml: &str) -> TestProxy {
     pgshift::logging::init_with_default(pgshift::logging::Format::Text, "warn");
     let config = pgshift_rules::config::parse_config(yaml, &|k| std::env::var(k).ok())
         .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{yaml}"));
-    let proxy = pgshift::start(config)
-        .await
-        .unwrap_or_else(|e| panic!("starting pgshift: {e:#}"));
+    started(db, pgshift::start(config).await, None)
+}
+
+fn started(
+    db: &str,
+    proxy: anyhow::Result<pgshift::Proxy>,
+    config_file: Option<(tempfile::TempDir, PathBuf)>,
+) -> TestProxy {
+    let proxy = proxy.unwrap_or_else(|e| panic!("starting pgshift: {e:#}"));
     TestProxy {
         addr: proxy.local_addr(),
         db: db.to_owned(),
         proxy: Some(proxy),
-        config_file: None,
+        config_file,
     }
 }
 
@@ -129,15 +135,8 @@ pub async fn proxy_from_file(db: &str, yaml: &str) -> TestProxy {
     std::fs::write(&path, yaml).expect("writing the config file");
     let config = pgshift::config_file::load(&path)
         .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{yaml}"));
-    let proxy = pgshift::server::start_with(config, Some(path.clone()))
-        .await
-        .unwrap_or_else(|e| panic!("starting pgshift: {e:#}"));
-    TestProxy {
-        addr: proxy.local_addr(),
-        db: db.to_owned(),
-        proxy: Some(proxy),
-        config_file: Some((dir, path)),
-    }
+    let proxy = pgshift::server::start_with(config, Some(path.clone())).await;
+    started(db, proxy, Some((dir, path)))
 }
 
 /// Gives database `db` a table `whereami(side text)` holding 'old' on OLD
