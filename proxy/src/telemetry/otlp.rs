@@ -37,6 +37,20 @@ pub fn tracing_enabled() -> bool {
     TRACING.load(Ordering::Relaxed)
 }
 
+/// Whether `endpoint` names port 4317, where collectors listen for
+/// OTLP/gRPC: a common copy-paste that would make every export fail.
+fn grpc_port(endpoint: &str) -> bool {
+    let authority = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    authority
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port == "4317")
+}
+
 /// `base` + `path`, without a doubled slash.
 pub fn signal_url(base: &str, path: &str) -> String {
     format!("{}{path}", base.trim_end_matches('/'))
@@ -48,6 +62,12 @@ pub fn signal_url(base: &str, path: &str) -> String {
 pub fn metrics_reader(
     endpoint: &str,
 ) -> anyhow::Result<PeriodicReader<opentelemetry_otlp::MetricExporter>> {
+    if grpc_port(endpoint) {
+        tracing::warn!(
+            endpoint,
+            "4317 is the collector's OTLP/gRPC port; pgshift exports OTLP/HTTP (usually port 4318)"
+        );
+    }
     let exporter = opentelemetry_otlp::MetricExporter::builder()
         .with_http()
         .with_http_client(BlockingHttp)
@@ -224,6 +244,15 @@ mod tests {
         assert!(!response_complete(
             b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nab"
         ));
+    }
+
+    #[test]
+    fn the_grpc_port_is_recognised() {
+        assert!(grpc_port("http://127.0.0.1:4317"));
+        assert!(grpc_port("http://collector:4317/"));
+        assert!(!grpc_port("http://collector:4318"));
+        assert!(!grpc_port("http://collector:14317/v1"));
+        assert!(!grpc_port("http://collector/4317"));
     }
 
     #[test]
