@@ -18,6 +18,7 @@
 #   THREADS  [2]     pgbench -j for throughput runs
 #   MODES    ["simple extended prepared"]   pgbench -M modes
 #   WARMUP   [3]     seconds of unmeasured warm-up per target (0 to skip)
+#   COMPARE  [100]   the mirrored target's compare.sample; 0 mirrors without comparing
 #   PGSHIFT_BIN      use this pgshift binary instead of building one
 #   PGSHIFT_PG_BIN   directory holding initdb/pg_ctl/postgres
 #   KEEP=1           keep the temp dir (logs, configs) after the run
@@ -32,6 +33,8 @@ CLIENTS=${CLIENTS:-8}
 THREADS=${THREADS:-2}
 MODES=${MODES:-"simple extended prepared"}
 WARMUP=${WARMUP:-3}
+COMPARE=${COMPARE:-100}
+[[ $COMPARE =~ ^[0-9]+$ && $COMPARE -le 100 ]] || { echo "COMPARE must be 0-100" >&2; exit 1; }
 KEEP=${KEEP:-0}
 ALL_TARGETS="direct pgbouncer pgshift mirrored"
 # TARGETS may come from the environment as a space-separated string.
@@ -347,8 +350,8 @@ auth:
   method: scram-sha-256
   users:
     - { name: app, password: "$APP_PASSWORD" }
-defaults: { primary: old, mirror: new, compare: true }
-compare: { sample: 100 }
+defaults: { primary: old, mirror: new, compare: $([[ $COMPARE -gt 0 ]] && echo true || echo false) }
+compare: { sample: $([[ $COMPARE -gt 0 ]] && echo "$COMPARE" || echo 100) }
 EOF
 chmod 600 "$DIR/pgshift-mirrored.yaml"
 log "pgshift mirrored ($SHIFT_BIN) on port $MIRROR_PORT, admin on $MIRROR_ADMIN_PORT"
@@ -565,7 +568,7 @@ if [[ -n $SHIFT_BIN ]]; then
             "$SHIFT_BACKENDS backend connection(s) per client session"
     fi
     if has_target mirrored; then
-        echo "             mirrored: defaults {primary: old, mirror: new, compare: true}, compare.sample 100," \
+        echo "             mirrored: defaults {primary: old, mirror: new}, $([[ $COMPARE -gt 0 ]] && echo "compare.sample $COMPARE" || echo "no comparison")," \
             "async mirror (queue 10000, on_overflow drop), $(threads_of "$MIRROR_PID") threads"
     fi
 fi
