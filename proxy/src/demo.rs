@@ -153,9 +153,8 @@ pub async fn run(unattended: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Statements per backend and role: the primary's from the sessions'
-/// count, the mirror's from the mirror tasks', and mismatches over every
-/// digest.
+/// Statements per backend and role, and mismatches: read from the same
+/// metrics `/metrics` serves.
 #[derive(Default, Clone, Copy)]
 struct Seen {
     /// [old, new] x [primary, mirror]
@@ -164,21 +163,29 @@ struct Seen {
 }
 
 fn seen(proxy: &crate::Proxy) -> Seen {
-    use std::sync::atomic::Ordering::Relaxed;
-    let shared = proxy.shared();
+    let text = proxy
+        .shared()
+        .telemetry
+        .prometheus_text()
+        .unwrap_or_default();
     let mut s = Seen::default();
-    for &b in pgshift_rules::config::BackendId::ALL {
-        s.statements[b.index()] = [
-            shared.executed[b.index()].load(Relaxed),
-            shared.mirroring.counters(b).applied.load(Relaxed),
-        ];
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let value = value.parse::<f64>().unwrap_or(0.0) as u64;
+        let label = |name: &str| {
+            let at = series.find(&format!("{name}=\""))? + name.len() + 2;
+            series[at..].split('"').next()
+        };
+        if series.starts_with("pgshift_statements_total{") {
+            let b = usize::from(label("backend") == Some("new"));
+            let r = usize::from(label("role") == Some("mirror"));
+            s.statements[b][r] += value;
+        } else if series == r#"pgshift_compare_total{result="mismatch"}"# {
+            s.mismatched = value;
+        }
     }
-    s.mismatched = shared
-        .digests
-        .snapshot(usize::MAX)
-        .iter()
-        .map(|d| d.mismatched)
-        .sum();
     s
 }
 

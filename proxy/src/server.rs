@@ -104,9 +104,6 @@ pub struct Shared {
     /// Sessions' mirror tasks, which outlive their sessions until their
     /// queues are replayed (bounded by the shutdown grace period).
     pub mirror_tasks: TaskTracker,
-    /// Statements run per primary backend (simple Queries and Executes),
-    /// whether or not they were parsed.
-    pub executed: [std::sync::atomic::AtomicU64; 2],
     pub digests: crate::stats::DigestStore,
     pub telemetry: Telemetry,
 }
@@ -326,7 +323,6 @@ pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow:
         classifier: Classifier::new(CLASSIFIER_CAPACITY),
         mirroring: crate::mirror::MirrorHub::default(),
         mirror_tasks: TaskTracker::new(),
-        executed: Default::default(),
         digests: crate::stats::DigestStore::new(crate::stats::DEFAULT_CAPACITY),
         telemetry,
     });

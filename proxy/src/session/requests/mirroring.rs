@@ -182,12 +182,6 @@ impl Requests<'_> {
         observer
     }
 
-    /// A statement runs on `b` (a simple Query, or an Execute), parsed or
-    /// not: the per-backend count behind the traffic split.
-    pub(super) fn count_execution(&self, b: BackendId) {
-        self.shared.executed[b.index()].fetch_add(1, Ordering::Relaxed);
-    }
-
     /// A batch with no deciding statement (a lone Sync, or transaction
     /// control sent through the extended protocol): mirrored only inside a
     /// mirrored transaction, whose end it may be.

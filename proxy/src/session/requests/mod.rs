@@ -255,7 +255,6 @@ impl<'a> Requests<'a> {
             _ => self.open_unrouted_idle().await?,
         };
         let observer = self.plan_batch(b, class.as_ref(), sql.as_deref(), false);
-        self.count_execution(b);
         self.send(b, &frame);
         self.exp.push(Expect::Relay(b, observer));
         if let (Some(class), Some(sql)) = (&class, &sql) {
@@ -549,7 +548,6 @@ impl<'a> Requests<'a> {
             // Executing a COPY ... FROM STDIN puts the backend in copy-in
             // mode, where it ignores Sync until the data is done.
             tag::EXECUTE => {
-                self.count_execution(b);
                 if self.bound_copy_in {
                     self.copy_in = Some(CopyIn {
                         simple: false,
