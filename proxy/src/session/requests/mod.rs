@@ -547,14 +547,12 @@ impl<'a> Requests<'a> {
             }
             // Executing a COPY ... FROM STDIN puts the backend in copy-in
             // mode, where it ignores Sync until the data is done.
-            tag::EXECUTE => {
-                if self.bound_copy_in {
-                    self.copy_in = Some(CopyIn {
-                        simple: false,
-                        class: None,
-                        sql: None,
-                    });
-                }
+            tag::EXECUTE if self.bound_copy_in => {
+                self.copy_in = Some(CopyIn {
+                    simple: false,
+                    class: None,
+                    sql: None,
+                });
             }
             tag::BIND => {
                 // Executing a statement with session-wide effects (a SET sent
