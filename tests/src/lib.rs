@@ -114,6 +114,14 @@ pub async fn try_connect(url: &str) -> Result<tokio_postgres::Client, tokio_post
     Ok(client)
 }
 
+/// Runs `sql` (as the superuser) in database `db` on OLD and on NEW.
+pub fn psql_both(db: &str, sql: &str) {
+    for c in [&old_and_new().old, &old_and_new().new] {
+        c.psql(db, sql)
+            .unwrap_or_else(|e| panic!("{} on {}: {e:#}", sql, c.name()));
+    }
+}
+
 /// A loopback port free right now (for a process that must be told its
 /// port in advance; in-process servers bind port 0 instead).
 pub fn free_port() -> u16 {

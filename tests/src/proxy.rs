@@ -42,6 +42,24 @@ impl TestProxy {
         self.proxy.as_ref().expect("proxy is running")
     }
 
+    /// Waits (at most 30 s, then fails the test) until both mirror queues
+    /// are empty, then a moment more for the last comparison to be
+    /// recorded after its statement was applied.
+    pub async fn mirrors_drained(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        for &b in pgshift_rules::config::BackendId::ALL {
+            let c = self.inner().shared().mirroring.counters(b);
+            while c.depth.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "mirror queue of {b} did not drain"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
     /// The admin HTTP address; the config must have `admin:`.
     pub fn admin(&self) -> SocketAddr {
         self.inner()

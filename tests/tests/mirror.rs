@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{pin_mut, SinkExt};
 use pgshift_rules::config::BackendId;
-use pgshift_tests::{fresh_db, old_and_new, pgbench, proxy_with, url_new, url_old, TestProxy};
+use pgshift_tests::{
+    fresh_db, old_and_new, pgbench, proxy_with, psql_both, url_new, url_old, TestProxy,
+};
 
 const DUAL_WRITES: &str = "defaults: { primary: old, mirror: new }\n";
 
@@ -22,16 +24,6 @@ fn slow_inserts_on_new(db: &str, table: &str, seconds: f64) {
             ),
         )
         .unwrap();
-}
-
-async fn drained(proxy: &TestProxy) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let c = proxy.inner().shared().mirroring.counters(BackendId::New);
-    while c.depth.load(std::sync::atomic::Ordering::Relaxed) > 0 {
-        assert!(Instant::now() < deadline, "mirror queue did not drain");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 async fn one(url: &str, sql: &str) -> String {
@@ -55,12 +47,6 @@ async fn same_on_both(db: &str, sql: &str) {
     assert_eq!(o, n, "{sql} differs: old {o} new {n}");
 }
 
-fn both(db: &str, sql: &str) {
-    for c in [&old_and_new().old, &old_and_new().new] {
-        c.psql(db, sql).unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_writes_reach_new_exactly() {
     let db = fresh_db("mirror_pgbench");
@@ -79,7 +65,7 @@ async fn pgbench_writes_reach_new_exactly() {
     )
     .await;
     assert_eq!(report.failed(), 0, "{}", report.text);
-    drained(&proxy).await;
+    proxy.mirrors_drained().await;
     for t in ["pgbench_accounts", "pgbench_branches", "pgbench_tellers"] {
         same_on_both(
             &db,
@@ -104,7 +90,7 @@ async fn pgbench_writes_reach_new_exactly() {
 #[tokio::test]
 async fn a_rolled_back_transaction_leaves_no_trace_on_the_mirror() {
     let db = fresh_db("mirror_rollback");
-    both(
+    psql_both(
         &db,
         "CREATE TABLE t (id int primary key); GRANT ALL ON t TO PUBLIC;",
     );
@@ -119,7 +105,7 @@ async fn a_rolled_back_transaction_leaves_no_trace_on_the_mirror() {
     assert!(c.batch_execute("SELECT 1/0").await.is_err());
     c.batch_execute("COMMIT").await.unwrap();
     c.batch_execute("INSERT INTO t VALUES (3)").await.unwrap();
-    drained(&proxy).await;
+    proxy.mirrors_drained().await;
     assert_eq!(
         one(&url_new(&db), "SELECT string_agg(id::text, ',') FROM t").await,
         "3"
@@ -133,7 +119,7 @@ async fn a_rolled_back_transaction_leaves_no_trace_on_the_mirror() {
 #[tokio::test]
 async fn copy_from_stdin_is_mirrored() {
     let db = fresh_db("mirror_copy");
-    both(
+    psql_both(
         &db,
         "CREATE TABLE c (id int, v text); GRANT ALL ON c TO PUBLIC;",
     );
@@ -144,7 +130,7 @@ async fn copy_from_stdin_is_mirrored() {
     let data: String = (0..5000).map(|i| format!("{i}\trow {i}\n")).collect();
     sink.send(Bytes::from(data)).await.unwrap();
     assert_eq!(sink.finish().await.unwrap(), 5000);
-    drained(&proxy).await;
+    proxy.mirrors_drained().await;
     same_on_both(&db, "SELECT count(*) || ':' || sum(id) FROM c").await;
     assert_eq!(one(&url_new(&db), "SELECT count(*) FROM c").await, "5000");
 }
@@ -171,7 +157,7 @@ fn records(log: &std::path::Path) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn a_changed_row_is_one_mismatch_and_order_only_matters_with_order_by() {
     let db = fresh_db("mirror_compare");
-    both(&db, "CREATE TABLE u (id int, name text); INSERT INTO u SELECT g, 'n' || g FROM generate_series(1, 50) g; GRANT ALL ON u TO PUBLIC;");
+    psql_both(&db, "CREATE TABLE u (id int, name text); INSERT INTO u SELECT g, 'n' || g FROM generate_series(1, 50) g; GRANT ALL ON u TO PUBLIC;");
     // Same rows, different physical order on NEW.
     old_and_new().new.psql(&db, "CREATE TABLE u2 AS SELECT * FROM u ORDER BY id DESC; DROP TABLE u; ALTER TABLE u2 RENAME TO u; GRANT ALL ON u TO PUBLIC;").unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -182,7 +168,7 @@ async fn a_changed_row_is_one_mismatch_and_order_only_matters_with_order_by() {
     c.query("SELECT id, name FROM u ORDER BY id", &[])
         .await
         .unwrap();
-    drained(&proxy).await;
+    proxy.mirrors_drained().await;
     assert!(
         records(&log).is_empty(),
         "unordered rows in another order match: {:?}",
@@ -199,7 +185,7 @@ async fn a_changed_row_is_one_mismatch_and_order_only_matters_with_order_by() {
         .await
         .unwrap();
     assert_eq!(rows.len(), 9);
-    drained(&proxy).await;
+    proxy.mirrors_drained().await;
     let recs = records(&log);
     assert_eq!(recs.len(), 1, "{recs:?}");
     let text = recs[0].to_string();
@@ -220,7 +206,7 @@ async fn a_changed_row_is_one_mismatch_and_order_only_matters_with_order_by() {
 #[tokio::test]
 async fn updates_of_different_row_counts_mismatch() {
     let db = fresh_db("mirror_update");
-    both(&db, "CREATE TABLE w (id int, flag bool); INSERT INTO w SELECT g, false FROM generate_series(1, 10) g; GRANT ALL ON w TO PUBLIC;");
+    psql_both(&db, "CREATE TABLE w (id int, flag bool); INSERT INTO w SELECT g, false FROM generate_series(1, 10) g; GRANT ALL ON w TO PUBLIC;");
     old_and_new()
         .new
         .psql(&db, "DELETE FROM w WHERE id > 8")
@@ -234,7 +220,7 @@ async fn updates_of_different_row_counts_mismatch() {
         .await
         .unwrap();
     assert_eq!(n, 5, "the client sees OLD's answer");
-    drained(&proxy).await;
+    proxy.mirrors_drained().await;
     let recs = records(&log);
     assert_eq!(recs.len(), 1, "{recs:?}");
     let text = recs[0].to_string();
@@ -247,7 +233,7 @@ async fn updates_of_different_row_counts_mismatch() {
 #[tokio::test]
 async fn an_unreachable_mirror_never_fails_the_client() {
     let db = fresh_db("mirror_down");
-    both(&db, "CREATE TABLE d (id int); GRANT ALL ON d TO PUBLIC;");
+    psql_both(&db, "CREATE TABLE d (id int); GRANT ALL ON d TO PUBLIC;");
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -269,7 +255,7 @@ backends:
         c.execute("INSERT INTO d VALUES ($1)", &[&i]).await.unwrap();
     }
     assert!(started.elapsed() < Duration::from_secs(10));
-    drained(&proxy).await;
+    proxy.mirrors_drained().await;
     let counters = proxy
         .inner()
         .shared()
@@ -286,7 +272,7 @@ backends:
 #[tokio::test]
 async fn a_full_queue_drops_whole_transactions() {
     let db = fresh_db("mirror_drop");
-    both(&db, "CREATE TABLE q (id int); GRANT ALL ON q TO PUBLIC;");
+    psql_both(&db, "CREATE TABLE q (id int); GRANT ALL ON q TO PUBLIC;");
     // A slow mirror: every insert there takes 50 ms, none on OLD.
     slow_inserts_on_new(&db, "q", 0.05);
     let proxy = proxy_with(
@@ -304,7 +290,7 @@ async fn a_full_queue_drops_whole_transactions() {
         }
         c.batch_execute("COMMIT").await.unwrap();
     }
-    drained(&proxy).await;
+    proxy.mirrors_drained().await;
     let counters = proxy
         .inner()
         .shared()
@@ -330,7 +316,7 @@ async fn a_full_queue_drops_whole_transactions() {
 #[tokio::test]
 async fn reads_after_writes_see_the_writes() {
     let db = fresh_db("mirror_ryw");
-    both(&db, "CREATE TABLE r (id int); GRANT ALL ON r TO PUBLIC;");
+    psql_both(&db, "CREATE TABLE r (id int); GRANT ALL ON r TO PUBLIC;");
     // NEW applies each write 20 ms late, so reads there must wait for them.
     slow_inserts_on_new(&db, "r", 0.02);
     let rules = "defaults: { primary: old, mirror: new }
@@ -366,7 +352,7 @@ rules:
 #[tokio::test]
 async fn digests_and_mismatches_are_served_over_http() {
     let db = fresh_db("mirror_http");
-    both(
+    psql_both(
         &db,
         "CREATE TABLE h (id int); INSERT INTO h VALUES (1), (2); GRANT ALL ON h TO PUBLIC;",
     );
@@ -385,7 +371,7 @@ async fn digests_and_mismatches_are_served_over_http() {
             .await
             .unwrap();
     }
-    drained(&proxy).await;
+    proxy.mirrors_drained().await;
     let admin = proxy.inner().admin_addr().expect("admin listener");
     let digests = pgshift_tests::http::get_json(admin, "/digests?limit=10").await;
     let list = digests["digests"].as_array().unwrap();
@@ -407,7 +393,7 @@ async fn digests_and_mismatches_are_served_over_http() {
 /// NEW gets a trigger that makes every insert into `s` slow, and a
 /// constraint that rejects negative ids: mirror-only delay and failure.
 fn slow_and_strict_new(db: &str) {
-    both(db, "CREATE TABLE s (id int); GRANT ALL ON s TO PUBLIC;");
+    psql_both(db, "CREATE TABLE s (id int); GRANT ALL ON s TO PUBLIC;");
     old_and_new()
         .new
         .psql(db, "ALTER TABLE s ADD CHECK (id >= 0);")
@@ -430,7 +416,7 @@ async fn sync_mode_waits_for_the_mirror_and_async_does_not() {
             slow,
             "{mode}: the insert took {took:?}"
         );
-        drained(&proxy).await;
+        proxy.mirrors_drained().await;
     }
 }
 

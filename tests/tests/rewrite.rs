@@ -5,7 +5,6 @@
 //! NEW, and every result compared.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use pgshift_rules::config::BackendId;
 use pgshift_tests::pgbench::pg_program;
@@ -81,18 +80,6 @@ async fn migration_proxy(db: &str) -> TestProxy {
     proxy_with(db, &format!("{MIGRATION}{REWRITE}")).await
 }
 
-async fn drained(proxy: &TestProxy) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for &b in BackendId::ALL {
-        let c = proxy.inner().shared().mirroring.counters(b);
-        while c.depth.load(std::sync::atomic::Ordering::Relaxed) > 0 {
-            assert!(Instant::now() < deadline, "mirror queue did not drain");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-}
-
 async fn column(url: &str, sql: &str) -> Vec<String> {
     let c = pgshift_tests::connect(url).await;
     c.simple_query(sql)
@@ -159,7 +146,7 @@ async fn an_unchanged_workload_runs_on_the_new_schema_with_zero_mismatches() {
     c.batch_execute("BEGIN; UPDATE users SET name = 'in txn' WHERE id = 4; COMMIT")
         .await
         .unwrap();
-    drained(&proxy).await;
+    proxy.mirrors_drained().await;
 
     // Reads: primary NEW (rewritten), mirrored to OLD and compared.
     let by_email = c
@@ -220,7 +207,7 @@ async fn an_unchanged_workload_runs_on_the_new_schema_with_zero_mismatches() {
     for _ in 0..3 {
         c.query(&by_email, &[&"u2@example.com"]).await.unwrap();
     }
-    drained(&proxy).await;
+    proxy.mirrors_drained().await;
 
     // NEW really holds what OLD holds, under its own names.
     assert_eq!(
@@ -300,7 +287,7 @@ SELECT * FROM users WHERE email = 'b@x';
     assert!(stdout.contains("email|b@x"), "expanded *: {stdout}");
     assert!(stdout.contains("name|B"), "{stdout}");
     assert!(!stdout.contains("email_address"), "{stdout}");
-    drained(&proxy).await;
+    proxy.mirrors_drained().await;
     let digests = proxy.inner().shared().digests.snapshot(100);
     assert!(digests.iter().all(|d| d.mismatched == 0), "{digests:#?}");
     assert!(digests.iter().any(|d| d.compared > 0), "{digests:#?}");
@@ -316,7 +303,7 @@ async fn a_statement_that_cannot_be_rewritten_never_reaches_new_as_written() {
     c.batch_execute("INSERT INTO users (email) VALUES ('x@y')")
         .await
         .unwrap();
-    drained(&proxy).await;
+    proxy.mirrors_drained().await;
 
     // Outside a transaction it goes to OLD, which answers as Postgres does.
     let e = c.simple_query("SELEC email FROM users").await.unwrap_err();

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pgshift_rules::config::BackendId;
-use pgshift_tests::{base_yaml, fresh_db, http, old_and_new, proxy_from_file, SCRAM_AUTH};
+use pgshift_tests::{
+    base_yaml, fresh_db, http, old_and_new, proxy_from_file, psql_both, SCRAM_AUTH,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `series{labels}` → value, from Prometheus text.
@@ -48,21 +49,6 @@ fn stmts(backend: &str, role: &str, kind: &str, rule: &str) -> String {
     )
 }
 
-fn both(db: &str, sql: &str) {
-    for c in [&old_and_new().old, &old_and_new().new] {
-        c.psql(db, sql).unwrap();
-    }
-}
-
-async fn mirror_drained(proxy: &pgshift_tests::TestProxy) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let c = proxy.inner().shared().mirroring.counters(BackendId::New);
-    while c.depth.load(std::sync::atomic::Ordering::Relaxed) > 0 {
-        assert!(Instant::now() < deadline, "mirror queue did not drain");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn wait_status(admin: std::net::SocketAddr, done: impl Fn(&serde_json::Value) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -86,7 +72,7 @@ const RULES: &str = "rules:
 #[tokio::test]
 async fn metrics_count_statements_comparisons_reloads_and_sessions() {
     let db = fresh_db("metrics");
-    both(
+    psql_both(
         &db,
         "CREATE TABLE items (id int PRIMARY KEY, v text); GRANT ALL ON items TO PUBLIC;",
     );
@@ -110,7 +96,7 @@ async fn metrics_count_statements_comparisons_reloads_and_sessions() {
     for _ in 0..3 {
         client.simple_query("SELECT 1").await.unwrap();
     }
-    mirror_drained(&proxy).await;
+    proxy.mirrors_drained().await;
 
     let (text, m) = metrics(admin).await;
     for (family, kind) in [
