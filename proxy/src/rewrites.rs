@@ -128,3 +128,52 @@ pub fn rewriters(
         (!r.is_noop()).then(|| Arc::new(r))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> Config {
+        let base = "backends:\n  old: { url: \"postgres://a@127.0.0.1:1/a\" }\n  new: { url: \"postgres://a@127.0.0.1:2/a\" }\nauth: { method: trust }\n";
+        pgshift_rules::config::parse_config(&format!("{base}{yaml}"), &|_| None).unwrap()
+    }
+
+    const MAP: &str = "rewrite:\n  new:\n    tables: { users: accounts }\n";
+
+    /// What `Catalogs::read` leaves behind when both backends answered.
+    fn read_for(config: &Config) -> Catalogs {
+        let mut c = Catalogs {
+            read_for: Some(section(config)),
+            ..Catalogs::default()
+        };
+        for b in [BackendId::Old, BackendId::New] {
+            c.by_backend[b.index()] = Some(Arc::new(Catalog::new(vec!["public".into()])));
+        }
+        c
+    }
+
+    #[test]
+    fn catalogs_are_read_only_when_the_maps_need_them() {
+        let none = Catalogs::default();
+        assert!(!none.stale_for(&config("")), "no rewrite: nothing to read");
+        let with_map = config(MAP);
+        assert!(none.stale_for(&with_map), "a map and no catalog yet");
+        let current = read_for(&with_map);
+        assert!(!current.stale_for(&with_map), "the same section again");
+        assert!(
+            current.stale_for(&config(&format!(
+                "{MAP}    columns: {{ users.email: email_address }}\n"
+            ))),
+            "a changed section"
+        );
+        let mut missing = current.clone();
+        missing.by_backend[BackendId::New.index()] = None;
+        assert!(
+            missing.stale_for(&with_map),
+            "new's catalog could not be read before"
+        );
+        // The rollback switch must never wait for a backend (guarantee 5).
+        assert!(!none.stale_for(&config(&format!("rollback: true\n{MAP}"))));
+        assert!(!missing.stale_for(&config(&format!("rollback: true\n{MAP}"))));
+    }
+}
