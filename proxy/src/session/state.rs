@@ -80,8 +80,11 @@ impl SessionState {
         self.statements.get(name)
     }
 
-    /// A Parse sent on connection `slot`.
-    pub fn parsed(&mut self, name: Bytes, parse: Bytes, class: Arc<Classification>, slot: usize) {
+    /// A Parse sent on connection `slot`. The message is copied: a slice
+    /// of the client's read buffer would pin the whole buffer for as long
+    /// as the statement lives, and force a fresh buffer on every read.
+    pub fn parsed(&mut self, name: &[u8], parse: &[u8], class: Arc<Classification>, slot: usize) {
+        let (name, parse) = (Bytes::copy_from_slice(name), Bytes::copy_from_slice(parse));
         let mut on = [false; SLOTS];
         on[slot] = true;
         // Re-parsing a name (the unnamed statement, or after a Close)
@@ -99,7 +102,8 @@ impl SessionState {
 
     /// A Parse pgshift answered itself (in a transaction-control batch):
     /// no connection has it yet; each gets it with its next catch-up.
-    pub fn parsed_nowhere(&mut self, name: Bytes, parse: Bytes, class: Arc<Classification>) {
+    pub fn parsed_nowhere(&mut self, name: &[u8], parse: &[u8], class: Arc<Classification>) {
+        let (name, parse) = (Bytes::copy_from_slice(name), Bytes::copy_from_slice(parse));
         self.forget_elsewhere(&name, SLOTS);
         self.statements.insert(
             name,

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use pgshift_protocol::backend::TransactionStatus;
 use pgshift_protocol::frontend::{self, tag, Bind, Parse, Query, TargetKind};
 use pgshift_protocol::{decode_frame, encode, Frame};
@@ -369,11 +369,7 @@ impl<'a> Requests<'a> {
                         .shared
                         .classifier
                         .classify(p.sql_str().unwrap_or_default());
-                    self.state.parsed_nowhere(
-                        Bytes::copy_from_slice(p.name),
-                        f.clone().into_bytes(),
-                        class,
-                    );
+                    self.state.parsed_nowhere(p.name, f.as_bytes(), class);
                 }
             }
             self.held_begin = None;
@@ -541,9 +537,8 @@ impl<'a> Requests<'a> {
                     Some(sql) => self.shared.classifier.classify(sql),
                     None => self.shared.classifier.classify(""),
                 };
-                let name = Bytes::copy_from_slice(p.name);
                 self.state
-                    .parsed(name, frame.clone().into_bytes(), class, link_slot(b));
+                    .parsed(p.name, frame.as_bytes(), class, link_slot(b));
             }
             // Executing a COPY ... FROM STDIN puts the backend in copy-in
             // mode, where it ignores Sync until the data is done.
