@@ -22,5 +22,6 @@ pub mod stream;
 pub mod telemetry;
 pub mod tls;
 mod wire;
+pub mod workers;
 
 pub use server::{start, Proxy};

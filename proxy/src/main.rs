@@ -290,25 +290,12 @@ async fn wait_idle(proxy: &pgshift::Proxy) {
     proxy.finished().await;
 }
 
-/// `PGSHIFT_THREADS=N` sets the number of worker threads (default: one per
-/// CPU). On a small host shared with Postgres, fewer threads mean fewer
-/// cross-thread wake-ups per statement.
+/// The main thread runs the listener, the admin server and reloads;
+/// sessions and mirrors get threads of their own (see `pgshift::workers`).
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let threads = std::env::var("PGSHIFT_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok());
-    match threads {
-        Some(0) | None => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
-        Some(1) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
-    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 fn runtime_then<F, Fut>(f: F) -> ExitCode

@@ -24,6 +24,7 @@ use crate::backend::cancel::CancelRegistry;
 use crate::rewrites::Catalogs;
 use crate::session::{self, ClientAuth};
 use crate::telemetry::Telemetry;
+use crate::workers::Workers;
 
 /// One loaded configuration and what was derived from it.
 pub struct Loaded {
@@ -104,6 +105,8 @@ pub struct Shared {
     /// Sessions' mirror tasks, which outlive their sessions until their
     /// queues are replayed (bounded by the shutdown grace period).
     pub mirror_tasks: TaskTracker,
+    /// Where those tasks run.
+    pub mirror_threads: Workers,
     pub digests: crate::stats::DigestStore,
     pub telemetry: Telemetry,
 }
@@ -313,6 +316,9 @@ pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow:
     let grace = config.limits.shutdown_grace;
     let telemetry = Telemetry::new(&config)?;
     let probing = telemetry.observed(&config);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let session_threads = Workers::from_env("pgshift-session", "PGSHIFT_THREADS", cpus)
+        .context("cannot start the session threads")?;
     let shared = Arc::new(Shared {
         current: ArcSwap::from_pointee(Loaded::new(1, config, catalogs, &telemetry)?),
         config_path,
@@ -323,6 +329,12 @@ pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow:
         classifier: Classifier::new(CLASSIFIER_CAPACITY),
         mirroring: crate::mirror::MirrorHub::default(),
         mirror_tasks: TaskTracker::new(),
+        mirror_threads: Workers::from_env(
+            "pgshift-mirror",
+            "PGSHIFT_MIRROR_THREADS",
+            cpus.div_ceil(2).max(1),
+        )
+        .context("cannot start the mirror threads")?,
         digests: crate::stats::DigestStore::new(crate::stats::DEFAULT_CAPACITY),
         telemetry,
     });
@@ -371,6 +383,7 @@ pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow:
         let background = background.clone();
         let serving = serve(
             listener,
+            session_threads,
             Arc::clone(&shared),
             shutdown.clone(),
             max_clients,
@@ -468,6 +481,7 @@ impl Proxy {
 
 async fn serve(
     listener: TcpListener,
+    threads: Workers,
     shared: Arc<Shared>,
     shutdown: Shutdown,
     max_clients: usize,
@@ -492,14 +506,28 @@ async fn serve(
         };
         match Arc::clone(&slots).try_acquire_owned() {
             Ok(permit) => {
+                // The socket moves to the session's thread, whose runtime
+                // then owns its readiness.
+                let tcp = match tcp.into_std() {
+                    Ok(tcp) => tcp,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "cannot hand the connection to a session thread");
+                        continue;
+                    }
+                };
                 let shared = Arc::clone(&shared);
                 let shutdown = shutdown.clone();
                 let open = SessionOpen::new(&shared);
-                sessions.spawn(async move {
-                    session::run(tcp, peer, shared, shutdown).await;
+                threads.spawn(sessions.track_future(async move {
+                    match TcpStream::from_std(tcp) {
+                        Ok(tcp) => session::run(tcp, peer, shared, shutdown).await,
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "cannot register the connection")
+                        }
+                    }
                     drop(open);
                     drop(permit);
-                });
+                }));
             }
             Err(_) => {
                 tracing::warn!(%peer, max_clients, "connection refused: too many clients");
@@ -531,6 +559,12 @@ async fn serve(
         let _ = tokio::time::timeout(Duration::from_secs(5), sessions.wait()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), shared.mirror_tasks.wait()).await;
     }
+    let stopping = Arc::clone(&shared);
+    let _ = tokio::task::spawn_blocking(move || {
+        threads.stop();
+        stopping.mirror_threads.stop();
+    })
+    .await;
     tracing::info!("shutdown complete");
 }
 

@@ -142,7 +142,8 @@ async fn process(
 ) -> Result<(), String> {
     let answers = item.answers;
     let Job::Statement(job) = &mut item.job else {
-        let answer = exchange(c, &item.bytes, answers, None).await?;
+        send(c, &item.bytes).await?;
+        let answer = receive(c, answers, None).await?;
         if let Some((code, message)) = answer.error {
             shared
                 .mirroring
@@ -153,6 +154,19 @@ async fn process(
         }
         return Ok(());
     };
+    // The statement goes out before the primary's outcome is awaited, so
+    // the mirror runs it alongside the primary rather than after it; only
+    // a transaction's end waits, since COMMIT must not commit here what
+    // the primary did not.
+    let span = job
+        .tally
+        .span(backend, Role::Mirror, job.stats.fingerprint());
+    let started = Instant::now();
+    let mut sent = false;
+    if !job.ends_transaction {
+        send(c, &item.bytes).await?;
+        sent = true;
+    }
     let outcome = match job.primary.take() {
         Some(rx) => tokio::time::timeout(PRIMARY_WAIT, rx)
             .await
@@ -160,15 +174,13 @@ async fn process(
             .and_then(Result::ok),
         None => None,
     };
-    // A transaction the primary did not commit must not commit here.
-    let rollback;
-    let bytes: &[u8] =
-        if job.ends_transaction && !outcome.as_ref().is_some_and(PrimaryOutcome::committed) {
-            rollback = rollback_query();
-            &rollback
+    if !sent {
+        if outcome.as_ref().is_some_and(PrimaryOutcome::committed) {
+            send(c, &item.bytes).await?;
         } else {
-            &item.bytes
-        };
+            send(c, &rollback_query()).await?;
+        }
+    }
     let mut digest = match (&job.compare, &outcome) {
         (Some(cj), Some(o)) if o.summary.is_some() => Some(ResultDigest::new(
             &cj.opts.with_positions(&o.ignore_positions),
@@ -176,11 +188,7 @@ async fn process(
         _ => None,
     };
     let compare_wanted = job.compare.is_some();
-    let span = job
-        .tally
-        .span(backend, Role::Mirror, job.stats.fingerprint());
-    let started = Instant::now();
-    let answer = exchange(c, bytes, answers, digest.as_mut()).await?;
+    let answer = receive(c, answers, digest.as_mut()).await?;
     let elapsed = started.elapsed();
     drop(span);
     if let Some(done) = job.done.take() {
@@ -245,16 +253,18 @@ async fn process(
     Ok(())
 }
 
-/// Writes `bytes` and reads `answers` ReadyForQuery-terminated answers,
-/// feeding every message to `digest` when given.
-async fn exchange(
+async fn send(c: &mut Conn, bytes: &[u8]) -> Result<(), String> {
+    c.stream.write_all(bytes).await.map_err(|e| e.to_string())?;
+    c.stream.flush().await.map_err(|e| e.to_string())
+}
+
+/// Reads `answers` ReadyForQuery-terminated answers, feeding every message
+/// to `digest` when given.
+async fn receive(
     c: &mut Conn,
-    bytes: &[u8],
     answers: usize,
     mut digest: Option<&mut ResultDigest>,
 ) -> Result<Answer, String> {
-    c.stream.write_all(bytes).await.map_err(|e| e.to_string())?;
-    c.stream.flush().await.map_err(|e| e.to_string())?;
     let mut answer = Answer::default();
     let mut left = answers;
     while left > 0 {

@@ -383,14 +383,17 @@ impl Requests<'_> {
             application_name: self.info.application_name.clone(),
             startup_params: self.info.startup_params.clone(),
         };
-        self.shared.mirror_tasks.spawn(task::run(
+        let run = task::run(
             target,
             Arc::clone(self.shared_arc()),
             meta,
             rx,
             state,
             self.mirror_stop.clone(),
-        ));
+        );
+        self.shared
+            .mirror_threads
+            .spawn(self.shared.mirror_tasks.track_future(run));
         self.mirrors[i] = Some(link);
     }
 
