@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{Buf, Bytes, BytesMut};
 use pgshift_protocol::backend::{tag, ErrorFields};
 use pgshift_protocol::{encode, peek_header, HEADER_LEN};
-use pgshift_rules::config::BackendId;
+use pgshift_rules::config::{BackendId, MirrorMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +27,13 @@ use crate::stream::Stream;
 /// it for; past that the comparison is skipped (a transaction end is then
 /// replayed as ROLLBACK, the safe side).
 const PRIMARY_WAIT: Duration = Duration::from_secs(60);
+
+/// Most items sent in one write.
+const MAX_BATCH: usize = 256;
+
+/// How long an async mirror lets the next statements gather after a
+/// batch that emptied its queue.
+const LINGER: Duration = Duration::from_millis(1);
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -63,11 +70,22 @@ pub async fn run(
     let mut ever_connected = false;
     let mut backoff = MIN_BACKOFF;
     let mut retry_at = Instant::now();
+    let mut batch: Vec<MirrorItem> = Vec::new();
+    let mut out = BytesMut::new();
     loop {
-        let mut item = tokio::select! {
+        let first = tokio::select! {
             item = rx.recv() => match item { Some(i) => i, None => break },
             _ = stop.cancelled() => break,
         };
+        // What else is queued goes out with it, in one write; an item that
+        // must see the primary's outcome before it is sent ends the batch.
+        batch.push(first);
+        while batch.len() < MAX_BATCH && sends_early(&batch[batch.len() - 1]) {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
         if conn.is_none() && Instant::now() >= retry_at {
             match connect(backend, &shared, &session).await {
                 Ok(c) => {
@@ -86,18 +104,33 @@ pub async fn run(
                 }
             }
         }
+        let full = batch.len() == MAX_BATCH;
+        let mut finished = 0;
         let outcome = match conn.as_mut() {
-            Some(c) => process(c, backend, &shared, &mut item).await,
+            Some(c) => run_batch(c, backend, &shared, &mut batch, &mut out, &mut finished).await,
             None => Err("mirror backend unreachable".to_owned()),
         };
-        if let Err(reason) = outcome {
+        if let Err(reason) = &outcome {
             if conn.take().is_some() {
                 tracing::warn!(%backend, %reason, "mirror connection lost");
                 retry_at = Instant::now();
             }
-            missed(&shared, backend, &session, &mut item, &reason);
+            for item in &mut batch[finished..] {
+                missed(&shared, backend, &session, item, reason);
+            }
         }
-        done(&shared, backend, &state, &item);
+        for item in batch.drain(..) {
+            done(&shared, backend, &state, &item);
+        }
+        // In async mode nobody waits for the mirror: letting what the
+        // session sends next gather for a moment turns a round trip (and a
+        // wake-up of this thread) per statement into one per batch.
+        if !full && outcome.is_ok() && shared.current().config.mirror.mode == MirrorMode::Async {
+            tokio::select! {
+                _ = tokio::time::sleep(LINGER) => {}
+                _ = stop.cancelled() => {}
+            }
+        }
     }
     if let Some(mut c) = conn {
         let mut bye = BytesMut::new();
@@ -133,16 +166,55 @@ async fn connect(
     })
 }
 
-/// Runs one item on the mirror. `Err` means the connection is unusable.
+/// Whether an item can go out before the primary's outcome is known:
+/// everything but a transaction's end.
+fn sends_early(item: &MirrorItem) -> bool {
+    match &item.job {
+        Job::Replay => true,
+        Job::Statement(job) => !job.ends_transaction,
+    }
+}
+
+/// Sends the batch (all of it but a final transaction end in one write)
+/// and handles the answers in order; `finished` counts the items done.
+async fn run_batch(
+    c: &mut Conn,
+    backend: BackendId,
+    shared: &Shared,
+    batch: &mut [MirrorItem],
+    out: &mut BytesMut,
+    finished: &mut usize,
+) -> Result<(), String> {
+    let early = batch.iter().take_while(|i| sends_early(i)).count();
+    out.clear();
+    for item in &batch[..early] {
+        out.extend_from_slice(&item.bytes);
+    }
+    if !out.is_empty() {
+        send(c, out).await?;
+    }
+    let sent_at = Instant::now();
+    for (i, item) in batch.iter_mut().enumerate() {
+        process(c, backend, shared, item, (i < early).then_some(sent_at)).await?;
+        *finished = i + 1;
+    }
+    Ok(())
+}
+
+/// Runs one item on the mirror; `sent` is when it went out, if it did
+/// already. `Err` means the connection is unusable.
 async fn process(
     c: &mut Conn,
     backend: BackendId,
     shared: &Shared,
     item: &mut MirrorItem,
+    sent: Option<Instant>,
 ) -> Result<(), String> {
     let answers = item.answers;
     let Job::Statement(job) = &mut item.job else {
-        send(c, &item.bytes).await?;
+        if sent.is_none() {
+            send(c, &item.bytes).await?;
+        }
         let answer = receive(c, answers, None).await?;
         if let Some((code, message)) = answer.error {
             shared
@@ -154,19 +226,14 @@ async fn process(
         }
         return Ok(());
     };
-    // The statement goes out before the primary's outcome is awaited, so
+    // The statement went out before the primary's outcome is awaited, so
     // the mirror runs it alongside the primary rather than after it; only
     // a transaction's end waits, since COMMIT must not commit here what
     // the primary did not.
     let span = job
         .tally
         .span(backend, Role::Mirror, job.stats.fingerprint());
-    let started = Instant::now();
-    let mut sent = false;
-    if !job.ends_transaction {
-        send(c, &item.bytes).await?;
-        sent = true;
-    }
+    let started = sent.unwrap_or_else(Instant::now);
     let outcome = match job.primary.take() {
         Some(rx) => tokio::time::timeout(PRIMARY_WAIT, rx)
             .await
@@ -174,7 +241,7 @@ async fn process(
             .and_then(Result::ok),
         None => None,
     };
-    if !sent {
+    if sent.is_none() {
         if outcome.as_ref().is_some_and(PrimaryOutcome::committed) {
             send(c, &item.bytes).await?;
         } else {
