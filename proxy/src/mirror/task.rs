@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{Buf, Bytes, BytesMut};
 use pgshift_protocol::backend::{tag, ErrorFields};
 use pgshift_protocol::{encode, peek_header, HEADER_LEN};
-use pgshift_rules::config::{BackendId, MirrorMode};
+use pgshift_rules::config::BackendId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -30,10 +30,6 @@ const PRIMARY_WAIT: Duration = Duration::from_secs(60);
 
 /// Most items sent in one write.
 const MAX_BATCH: usize = 256;
-
-/// How long an async mirror lets the next statements gather after a
-/// batch that emptied its queue.
-const LINGER: Duration = Duration::from_millis(1);
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -104,7 +100,6 @@ pub async fn run(
                 }
             }
         }
-        let full = batch.len() == MAX_BATCH;
         let mut finished = 0;
         let outcome = match conn.as_mut() {
             Some(c) => run_batch(c, backend, &shared, &mut batch, &mut out, &mut finished).await,
@@ -121,15 +116,6 @@ pub async fn run(
         }
         for item in batch.drain(..) {
             done(&shared, backend, &state, &item);
-        }
-        // In async mode nobody waits for the mirror: letting what the
-        // session sends next gather for a moment turns a round trip (and a
-        // wake-up of this thread) per statement into one per batch.
-        if !full && outcome.is_ok() && shared.current().config.mirror.mode == MirrorMode::Async {
-            tokio::select! {
-                _ = tokio::time::sleep(LINGER) => {}
-                _ = stop.cancelled() => {}
-            }
         }
     }
     if let Some(mut c) = conn {
