@@ -18,12 +18,13 @@
 #   THREADS  [2]     pgbench -j for throughput runs
 #   MODES    ["simple extended prepared"]   pgbench -M modes
 #   WARMUP   [3]     seconds of unmeasured warm-up per target (0 to skip)
+#   LAT_ROUNDS [3]   interleaved one-client latency runs per target
 #   COMPARE  [100]   the mirrored target's compare.sample; 0 mirrors without comparing
 #   PGSHIFT_BIN      use this pgshift binary instead of building one
 #   PGSHIFT_PG_BIN   directory holding initdb/pg_ctl/postgres
 #   KEEP=1           keep the temp dir (logs, configs) after the run
-# Default run: 3 rounds x 4 targets x 3 modes x 10 s + 4 x (10 s latency +
-# 3 s warm-up) + setup, about 7.5 minutes (plus the cargo build if needed).
+# Default run: 3 rounds x 4 targets x 3 modes x 10 s + 4 x (3 x 10 s latency
+# + 3 s warm-up) + setup, about 9 minutes (plus the cargo build if needed).
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -33,6 +34,8 @@ CLIENTS=${CLIENTS:-8}
 THREADS=${THREADS:-2}
 MODES=${MODES:-"simple extended prepared"}
 WARMUP=${WARMUP:-3}
+LAT_ROUNDS=${LAT_ROUNDS:-3}
+[[ $LAT_ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "LAT_ROUNDS must be a positive number" >&2; exit 1; }
 COMPARE=${COMPARE:-100}
 [[ $COMPARE =~ ^[0-9]+$ && $COMPARE -le 100 ]] || { echo "COMPARE must be 0-100" >&2; exit 1; }
 KEEP=${KEEP:-0}
@@ -469,7 +472,7 @@ bench() {
 
 # ---------------------------------------------------------------- runs
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
-total=$((ROUNDS * ${#TARGETS[@]} * $(wc -w <<<"$MODES") * DURATION + ${#TARGETS[@]} * (DURATION + WARMUP)))
+total=$((ROUNDS * ${#TARGETS[@]} * $(wc -w <<<"$MODES") * DURATION + ${#TARGETS[@]} * (LAT_ROUNDS * DURATION + WARMUP)))
 log "measuring: about $((total / 60)) min $((total % 60)) s of pgbench"
 if [[ $WARMUP -gt 0 ]]; then
     for t in "${TARGETS[@]}"; do
@@ -491,21 +494,33 @@ for ((r = 0; r < ROUNDS; r++)); do
     done
 done
 
-declare -A P50=() P99=() PMEAN=() NTX=()
+# One-client latency: LAT_ROUNDS interleaved runs per target (order rotated
+# each round, like the throughput runs); p50, p99 and mean are medians of
+# the per-run figures, the transaction count their sum.
+declare -A P50=() P99=() PMEAN=() NTX=() P50S=()
+for ((r = 0; r < LAT_ROUNDS; r++)); do
+    for ((i = 0; i < ${#TARGETS[@]}; i++)); do
+        t=${TARGETS[(i + r) % ${#TARGETS[@]}]}
+        rm -f "$DIR"/lat-"$t".*
+        run_waited "$DIR/lat-run-$t.txt" "$PGBENCH" -n -S -M extended -c 1 -j 1 -T "$DURATION" -l \
+            --log-prefix="$DIR/lat-$t" -p "${PORT[$t]}" || { cat "$DIR/lat-run-$t.txt" >&2; die "$t: latency run failed"; }
+        read -r n p50 p99 mean < <(cat "$DIR"/lat-"$t".* | awk '{print $3}' | sort -n | awk '
+            {v[NR] = $1; s += $1}
+            END {
+                if (NR == 0) { print 0, "NA", "NA", "NA"; exit }
+                i50 = int(NR * 0.50); if (i50 < NR * 0.50) i50++;
+                i99 = int(NR * 0.99); if (i99 < NR * 0.99) i99++;
+                printf "%d %d %d %.1f\n", NR, v[i50], v[i99], s / NR
+            }')
+        NTX[$t]=$(( ${NTX[$t]:-0} + n ))
+        P50S[$t]+="$p50 " P99[$t]+="$p99 " PMEAN[$t]+="$mean "
+        log "latency r$((r + 1)) $t: n=$n p50=${p50}us p99=${p99}us mean=${mean}us"
+    done
+done
 for t in "${TARGETS[@]}"; do
-    rm -f "$DIR"/lat-"$t".*
-    run_waited "$DIR/lat-run-$t.txt" "$PGBENCH" -n -S -M extended -c 1 -j 1 -T "$DURATION" -l \
-        --log-prefix="$DIR/lat-$t" -p "${PORT[$t]}" || { cat "$DIR/lat-run-$t.txt" >&2; die "$t: latency run failed"; }
-    read -r n p50 p99 mean < <(cat "$DIR"/lat-"$t".* | awk '{print $3}' | sort -n | awk '
-        {v[NR] = $1; s += $1}
-        END {
-            if (NR == 0) { print 0, "NA", "NA", "NA"; exit }
-            i50 = int(NR * 0.50); if (i50 < NR * 0.50) i50++;
-            i99 = int(NR * 0.99); if (i99 < NR * 0.99) i99++;
-            printf "%d %d %d %.1f\n", NR, v[i50], v[i99], s / NR
-        }')
-    NTX[$t]=$n P50[$t]=$p50 P99[$t]=$p99 PMEAN[$t]=$mean
-    log "latency  $t: n=$n p50=${p50}us p99=${p99}us mean=${mean}us"
+    P50[$t]=$(median <<<"${P50S[$t]}")
+    P99[$t]=$(median <<<"${P99[$t]}")
+    PMEAN[$t]=$(median <<<"${PMEAN[$t]}")
 done
 
 # ---------------------------------------------------------------- mirror counters
@@ -634,12 +649,13 @@ for mode in $MODES; do
     echo "$line"
 done
 echo
-echo "Latency: 1 client, pgbench -S -M extended -c 1 -T $DURATION, per-transaction latency from -l (microseconds)"
-printf '  %-9s %9s %8s %8s %9s   %s\n' target txns p50 p99 mean "p50 overhead vs direct"
+echo "Latency: 1 client, pgbench -S -M extended -c 1 -T $DURATION, $LAT_ROUNDS interleaved runs per target,"
+echo "per-transaction latency from -l (microseconds; medians of the runs' figures, per-run p50 in brackets)"
+printf '  %-9s %9s %8s %8s %9s   %-22s %s\n' target txns p50 p99 mean "p50 overhead vs direct" "per-run p50"
 for t in "${TARGETS[@]}"; do
     over=$(awk -v a="${P50[$t]}" -v b="${P50[direct]:-NA}" 'BEGIN {if (a=="NA"||b=="NA") print "n/a"; else printf "%+d us", a-b}')
     [[ $t != direct ]] || over="-"
-    printf '  %-9s %9s %8s %8s %9s   %s\n' "$t" "${NTX[$t]}" "${P50[$t]}" "${P99[$t]}" "${PMEAN[$t]}" "$over"
+    printf '  %-9s %9s %8s %8s %9s   %-22s [ %s]\n' "$t" "${NTX[$t]}" "${P50[$t]}" "${P99[$t]}" "${PMEAN[$t]}" "$over" "${P50S[$t]}"
 done
 if has_target mirrored && has_target pgshift; then
     awk -v m="${P50[mirrored]}" -v p="${P50[pgshift]}" 'BEGIN {

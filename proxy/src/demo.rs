@@ -208,9 +208,11 @@ async fn phases(proxy: &crate::Proxy, pair: &ClusterPair, url: &str) -> anyhow::
             .shared()
             .install(config)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        sessions_closed(proxy).await;
         let before = seen(proxy);
         let orders_before = [order_count(&pair.old)?, order_count(&pair.new)?];
         burst(url, phase.writes).await?;
+        sessions_closed(proxy).await;
         mirrors_drained(proxy).await;
         let after = seen(proxy);
         let orders = [order_count(&pair.old)?, order_count(&pair.new)?];
@@ -261,6 +263,16 @@ fn order_count(c: &crate::cluster::LocalCluster) -> anyhow::Result<i64> {
     Ok(c.psql("app", "SELECT count(*) FROM orders")?
         .trim()
         .parse()?)
+}
+
+/// Waits (bounded) until the clients' sessions have ended. A statement is
+/// counted on its session's thread just after the client has its answer,
+/// so only then are the counts of everything the clients ran complete.
+async fn sessions_closed(proxy: &crate::Proxy) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.shared().telemetry.sessions() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Waits (bounded) until every queued mirror statement has been applied,

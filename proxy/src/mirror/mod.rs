@@ -118,7 +118,7 @@ impl MirrorHub {
     pub fn mark_diverged(&self, session: u64, info: impl FnOnce() -> Diverged) {
         if let dashmap::Entry::Vacant(v) = self.diverged.entry(session) {
             let d = info();
-            tracing::warn!(backend = %d.backend, reason = %d.reason, "session diverged: its mirror missed statements");
+            tracing::warn!(backend = %d.backend, reason = %d.reason, user = %d.user, application_name = %d.application_name, "session diverged: its mirror missed statements");
             v.insert(d);
             self.diverged_total.fetch_add(1, Ordering::Relaxed);
         }

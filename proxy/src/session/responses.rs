@@ -36,15 +36,22 @@ pub struct Responses<'a> {
     exp: &'a Expectations,
     readers: [Option<Reader>; 2],
     max_message_size: usize,
+    span: tracing::Span,
 }
 
 impl<'a> Responses<'a> {
-    pub fn new(client: &'a mut WriteHalf, exp: &'a Expectations, max_message_size: usize) -> Self {
+    pub fn new(
+        client: &'a mut WriteHalf,
+        exp: &'a Expectations,
+        max_message_size: usize,
+        span: tracing::Span,
+    ) -> Self {
         Responses {
             client,
             exp,
             readers: [None, None],
             max_message_size,
+            span,
         }
     }
 
@@ -127,7 +134,7 @@ impl<'a> Responses<'a> {
                                 break;
                             }
                             tag::ERROR_RESPONSE if swallow.is_some() => {
-                                log_replay_error(backend, swallow, body)
+                                log_replay_error(&self.span, backend, swallow, body)
                             }
                             _ => {}
                         }
@@ -282,13 +289,19 @@ async fn read_more(r: &mut Option<Reader>) -> std::io::Result<usize> {
     }
 }
 
-fn log_replay_error(backend: BackendId, what: Option<&'static str>, body: &[u8]) {
+fn log_replay_error(
+    span: &tracing::Span,
+    backend: BackendId,
+    what: Option<&'static str>,
+    body: &[u8],
+) {
     let f = ErrorFields::new(body);
     let text = |v: Option<&[u8]>| {
         v.map(|v| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_default()
     };
     tracing::warn!(
+        parent: span,
         %backend,
         replay = what.unwrap_or(""),
         sqlstate = %text(f.sqlstate()),

@@ -43,6 +43,9 @@ pub struct SessionInfo {
     pub session_key: u64,
     /// The client's startup parameters, sent to every backend it uses.
     pub startup_params: Vec<(String, String)>,
+    /// The session's log context. Events name it as their parent rather
+    /// than the relay entering it on every poll.
+    pub span: tracing::Span,
 }
 
 impl SessionInfo {
@@ -718,7 +721,7 @@ impl<'a> Requests<'a> {
                 .digests
                 .entry(class.fingerprint, &class.normalized, class.kind())
                 .record_rewrite_refused();
-            tracing::debug!(from = %route.primary, to = %other, "statement refused by the rewriter, routed to the other backend");
+            tracing::debug!(parent: &self.info.span, from = %route.primary, to = %other, "statement refused by the rewriter, routed to the other backend");
             route.primary = other;
             route.mirror = None;
             route.compare = false;
@@ -797,7 +800,7 @@ impl<'a> Requests<'a> {
             leftover: conn.leftover,
         });
         self.links[b.index()] = Some(writer);
-        tracing::debug!(backend = %b, "opened a second backend connection for this session");
+        tracing::debug!(parent: &self.info.span, backend = %b, "opened a second backend connection for this session");
         Ok(())
     }
 
