@@ -105,8 +105,6 @@ pub struct Shared {
     /// Sessions' mirror tasks, which outlive their sessions until their
     /// queues are replayed (bounded by the shutdown grace period).
     pub mirror_tasks: TaskTracker,
-    /// Where those tasks run.
-    pub mirror_threads: Workers,
     pub digests: crate::stats::DigestStore,
     pub telemetry: Telemetry,
 }
@@ -329,12 +327,6 @@ pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow:
         classifier: Classifier::new(CLASSIFIER_CAPACITY),
         mirroring: crate::mirror::MirrorHub::default(),
         mirror_tasks: TaskTracker::new(),
-        mirror_threads: Workers::from_env(
-            "pgshift-mirror",
-            "PGSHIFT_MIRROR_THREADS",
-            cpus.div_ceil(2).max(1),
-        )
-        .context("cannot start the mirror threads")?,
         digests: crate::stats::DigestStore::new(crate::stats::DEFAULT_CAPACITY),
         telemetry,
     });
@@ -559,12 +551,7 @@ async fn serve(
         let _ = tokio::time::timeout(Duration::from_secs(5), sessions.wait()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), shared.mirror_tasks.wait()).await;
     }
-    let stopping = Arc::clone(&shared);
-    let _ = tokio::task::spawn_blocking(move || {
-        threads.stop();
-        stopping.mirror_threads.stop();
-    })
-    .await;
+    let _ = tokio::task::spawn_blocking(move || threads.stop()).await;
     tracing::info!("shutdown complete");
 }
 

@@ -1,16 +1,10 @@
-//! Threads that each drive a single-threaded runtime: where sessions and
-//! mirror tasks run.
+//! Threads that each drive a single-threaded runtime: where sessions run.
 //!
-//! A task stays on the thread it was given, so waking it never involves a
-//! second thread: on the small hosts a proxy shares with its database,
-//! the cross-thread wake-ups of a work-stealing runtime cost more than the
-//! balancing they buy. Sessions are dealt out in turn.
-//!
-//! Mirror tasks get threads of their own. A mirror costs pgshift about as
-//! much as the primary path (its own round trip to the mirror backend,
-//! reading and hashing the answer) and nobody waits for it: run among the
-//! sessions, that work would queue up in front of the next client request
-//! on the same thread; on its own thread the kernel runs it beside them.
+//! A session stays on the thread it was given, with its mirror tasks, so
+//! waking it never involves a second thread: on the small hosts a proxy
+//! shares with its database, the cross-thread wake-ups of a work-stealing
+//! runtime cost more than the balancing they buy. Sessions are dealt out
+//! in turn.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -101,7 +95,7 @@ mod tests {
 
     #[test]
     fn tasks_run_on_the_workers_in_turn_and_stop_ends_them() {
-        let threads = Workers::start("pgshift-mirror", 2).unwrap();
+        let threads = Workers::start("pgshift-session", 2).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         for _ in 0..4 {
             let tx = tx.clone();
@@ -114,7 +108,7 @@ mod tests {
         let mut names: Vec<_> = (0..4).map(|_| rx.recv().unwrap().unwrap()).collect();
         names.sort();
         names.dedup();
-        assert_eq!(names, ["pgshift-mirror-0", "pgshift-mirror-1"]);
+        assert_eq!(names, ["pgshift-session-0", "pgshift-session-1"]);
 
         // A task still waiting when the threads stop is dropped, not leaked.
         let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -391,9 +391,9 @@ impl Requests<'_> {
             state,
             self.mirror_stop.clone(),
         );
-        self.shared
-            .mirror_threads
-            .spawn(self.shared.mirror_tasks.track_future(run));
+        // On the session's own thread: a mirror that shares its session's
+        // CPU cannot fall ever further behind it.
+        self.shared.mirror_tasks.spawn(run);
         self.mirrors[i] = Some(link);
     }
 
