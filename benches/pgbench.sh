@@ -20,6 +20,7 @@
 #   WARMUP   [3]     seconds of unmeasured warm-up per target (0 to skip)
 #   LAT_ROUNDS [3]   interleaved one-client latency runs per target
 #   COMPARE  [100]   the mirrored target's compare.sample; 0 mirrors without comparing
+#   OVERFLOW [block] the mirrored target's mirror.on_overflow (block or drop)
 #   PGSHIFT_BIN      use this pgshift binary instead of building one
 #   PGSHIFT_PG_BIN   directory holding initdb/pg_ctl/postgres
 #   KEEP=1           keep the temp dir (logs, configs) after the run
@@ -37,6 +38,11 @@ WARMUP=${WARMUP:-3}
 LAT_ROUNDS=${LAT_ROUNDS:-3}
 [[ $LAT_ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "LAT_ROUNDS must be a positive number" >&2; exit 1; }
 COMPARE=${COMPARE:-100}
+# block: a client waits when its mirror queue is full, so the mirrored TPS is
+# a rate at which every statement is mirrored; drop (pgshift's default)
+# lets the primary outrun a saturated mirror and counts what it drops.
+OVERFLOW=${OVERFLOW:-block}
+[[ $OVERFLOW == block || $OVERFLOW == drop ]] || { echo "OVERFLOW must be block or drop" >&2; exit 1; }
 [[ $COMPARE =~ ^[0-9]+$ && $COMPARE -le 100 ]] || { echo "COMPARE must be 0-100" >&2; exit 1; }
 KEEP=${KEEP:-0}
 ALL_TARGETS="direct pgbouncer pgshift mirrored"
@@ -227,11 +233,16 @@ else
 fi
 
 used_ports=" "
+# Ports are picked below the kernel's ephemeral range, so an outgoing
+# connection (pgbench -i, pgbouncer's to Postgres) cannot take a port
+# between its pick and the listener's bind.
+EPHEMERAL_LOW=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+[[ $EPHEMERAL_LOW =~ ^[0-9]+$ && $EPHEMERAL_LOW -gt 12000 ]] || EPHEMERAL_LOW=32768
 # free_port VAR: a port nothing listens on, distinct from earlier picks.
 free_port() {
     local p
     for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 40000))
+        p=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
         [[ $used_ports == *" $p "* ]] && continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             used_ports+="$p "
@@ -355,6 +366,7 @@ auth:
     - { name: app, password: "$APP_PASSWORD" }
 defaults: { primary: old, mirror: new, compare: $([[ $COMPARE -gt 0 ]] && echo true || echo false) }
 compare: { sample: $([[ $COMPARE -gt 0 ]] && echo "$COMPARE" || echo 100) }
+mirror: { mode: async, on_overflow: $OVERFLOW }
 EOF
 chmod 600 "$DIR/pgshift-mirrored.yaml"
 log "pgshift mirrored ($SHIFT_BIN) on port $MIRROR_PORT, admin on $MIRROR_ADMIN_PORT"
@@ -584,7 +596,7 @@ if [[ -n $SHIFT_BIN ]]; then
     fi
     if has_target mirrored; then
         echo "             mirrored: defaults {primary: old, mirror: new}, $([[ $COMPARE -gt 0 ]] && echo "compare.sample $COMPARE" || echo "no comparison")," \
-            "async mirror (queue 10000, on_overflow drop), $(threads_of "$MIRROR_PID") threads"
+            "async mirror (queue 10000, on_overflow $OVERFLOW), $(threads_of "$MIRROR_PID") threads"
     fi
 fi
 echo " workload  : pgbench -S (select-only), scale $SCALE, -c $CLIENTS -j $THREADS -T $DURATION, $ROUNDS interleaved rounds"
