@@ -172,11 +172,13 @@ async fn run_batch(
     finished: &mut usize,
 ) -> Result<(), String> {
     let early = batch.iter().take_while(|i| sends_early(i)).count();
-    out.clear();
-    for item in &batch[..early] {
-        out.extend_from_slice(&item.bytes);
-    }
-    if !out.is_empty() {
+    if early == 1 {
+        send(c, &batch[0].bytes).await?;
+    } else if early > 1 {
+        out.clear();
+        for item in &batch[..early] {
+            out.extend_from_slice(&item.bytes);
+        }
         send(c, out).await?;
     }
     let sent_at = Instant::now();

@@ -84,9 +84,18 @@ impl SessionState {
     /// of the client's read buffer would pin the whole buffer for as long
     /// as the statement lives, and force a fresh buffer on every read.
     pub fn parsed(&mut self, name: &[u8], parse: &[u8], class: Arc<Classification>, slot: usize) {
-        let (name, parse) = (Bytes::copy_from_slice(name), Bytes::copy_from_slice(parse));
         let mut on = [false; SLOTS];
         on[slot] = true;
+        // A client re-parsing the same unnamed statement (every transaction
+        // of most drivers) changes only where it is: no copy needed.
+        if name.is_empty() {
+            if let Some(p) = self.statements.get_mut(name).filter(|p| p.parse == parse) {
+                p.class = class;
+                p.on = on;
+                return;
+            }
+        }
+        let (name, parse) = (Bytes::copy_from_slice(name), Bytes::copy_from_slice(parse));
         // Re-parsing a name (the unnamed statement, or after a Close)
         // replaces it everywhere: other connections' copies are stale.
         self.forget_elsewhere(&name, slot);
@@ -241,5 +250,37 @@ impl SessionState {
             }
         }
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgshift_rules::classify::Classifier;
+
+    fn parse_msg(name: &str, sql: &str) -> Vec<u8> {
+        let mut b = bytes::BytesMut::new();
+        pgshift_protocol::encode::parse(&mut b, name, sql, &[]);
+        b.to_vec()
+    }
+
+    #[test]
+    fn a_reparsed_statement_is_only_where_it_was_last_parsed() {
+        let classifier = Classifier::new(16);
+        let mut st = SessionState::default();
+        let first = parse_msg("", "SELECT 1");
+        st.parsed(b"", &first, classifier.classify("SELECT 1"), 0);
+        st.also_parsed_on(b"", 2);
+        assert!(st.catch_up(2).parses.is_empty());
+
+        // The same text again, on connection 0 only: connection 2's copy
+        // is no longer counted on, whether or not the bytes changed.
+        st.parsed(b"", &first, classifier.classify("SELECT 1"), 0);
+        assert_eq!(st.catch_up(2).parses, std::slice::from_ref(&first));
+        let second = parse_msg("", "SELECT 2");
+        st.parsed(b"", &second, classifier.classify("SELECT 2"), 0);
+        assert_eq!(st.catch_up(2).parses, std::slice::from_ref(&second));
+        assert_eq!(&st.statement(b"").unwrap().parse[..], &second[..]);
+        assert!(st.catch_up(0).parses.is_empty());
     }
 }
