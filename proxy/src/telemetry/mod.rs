@@ -12,7 +12,7 @@ pub mod health;
 pub mod otlp;
 pub mod statements;
 
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::Resource;
 use pgshift_rules::config::{BackendId, Config};
 
+use crate::mirror::MirrorCounters;
 use crate::server::Shared;
 pub use health::BackendHealth;
 pub use statements::{StatementMeters, Tally};
@@ -106,34 +107,34 @@ impl Telemetry {
         let backends = |b: BackendId| [KeyValue::new("backend", b.as_str())];
         let mut keep: Vec<Box<dyn std::any::Any + Send + Sync>> = Vec::new();
 
-        let s = shared.clone();
-        keep.push(Box::new(
-            m.u64_observable_counter("pgshift.mirror.dropped")
-                .with_description("Statements the mirror never ran: queue overflow, backend unreachable, COPY too large")
-                .with_unit("{statement}")
-                .with_callback(move |o| {
-                    let Some(s) = s.upgrade() else { return };
-                    for b in BackendId::ALL {
-                        let c = s.mirroring.counters(*b);
-                        o.observe(c.dropped.load(Relaxed), &backends(*b));
-                    }
-                })
-                .build(),
-        ));
-        let s = shared.clone();
-        keep.push(Box::new(
-            m.u64_observable_counter("pgshift.mirror.errors")
-                .with_description("Statements that failed on the mirror but not on the primary")
-                .with_unit("{statement}")
-                .with_callback(move |o| {
-                    let Some(s) = s.upgrade() else { return };
-                    for b in BackendId::ALL {
-                        let c = s.mirroring.counters(*b);
-                        o.observe(c.errors.load(Relaxed), &backends(*b));
-                    }
-                })
-                .build(),
-        ));
+        // A per-backend mirror counter, read from MirrorCounters.
+        let mirror_counter =
+            |name: &'static str,
+             description: &'static str,
+             field: fn(&MirrorCounters) -> &AtomicU64| {
+                let s = shared.clone();
+                m.u64_observable_counter(name)
+                    .with_description(description)
+                    .with_unit("{statement}")
+                    .with_callback(move |o| {
+                        let Some(s) = s.upgrade() else { return };
+                        for b in BackendId::ALL {
+                            let c = s.mirroring.counters(*b);
+                            o.observe(field(c).load(Relaxed), &backends(*b));
+                        }
+                    })
+                    .build()
+            };
+        keep.push(Box::new(mirror_counter(
+            "pgshift.mirror.dropped",
+            "Statements the mirror never ran: queue overflow, backend unreachable, COPY too large",
+            |c| &c.dropped,
+        )));
+        keep.push(Box::new(mirror_counter(
+            "pgshift.mirror.errors",
+            "Statements that failed on the mirror but not on the primary",
+            |c| &c.errors,
+        )));
         let s = shared.clone();
         keep.push(Box::new(
             m.u64_observable_counter("pgshift.compare")
