@@ -28,7 +28,7 @@ fn classify(c: &mut Criterion) {
     // Two threads hitting the same warm cache (different shards mostly).
     let shared = Arc::new(Classifier::new(10_000));
     let texts: Vec<String> = (0..64)
-        .map(|i| format!("SELECT * FROM users WHERE id = $1 AND shard = {i}"))
+        .map(|i| format!("SELECT * FROM users WHERE id = $1 AND shard_{i} = $2"))
         .collect();
     texts.iter().for_each(|t| {
         shared.classify(t);
@@ -52,7 +52,29 @@ fn classify(c: &mut Criterion) {
         })
     });
 
+    // Inlined values: every text is new, the shape is not.
+    let variants: Vec<String> = (0..1000)
+        .map(|i| {
+            format!(
+                "SELECT abalance FROM pgbench_accounts WHERE aid = {};",
+                i * 7919
+            )
+        })
+        .collect();
+    let by_shape = Classifier::new(10_000);
+    by_shape.classify(&variants[0]);
+    let mut next = 0;
+    c.bench_function("classify/literal_variant", |b| {
+        b.iter(|| {
+            next = (next + 1) % variants.len();
+            by_shape.classify(black_box(&variants[next]))
+        })
+    });
     let uncached = Classifier::new(0);
+    c.bench_function("classify/uncached_pgbench_select", |b| {
+        b.iter(|| uncached.classify(black_box(&variants[1])))
+    });
+
     c.bench_function("classify/uncached_3_table_join", |b| {
         b.iter(|| uncached.classify(black_box(JOIN3)))
     });

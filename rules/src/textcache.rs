@@ -80,12 +80,37 @@ impl<V: Clone + Weigh> TextCache<V> {
         }
         let hash = self.hasher.hash_one(sql);
         let shard = &self.shards[self.shard_index(hash)];
-        if let Some(hit) = shard.lock().get(hash, sql) {
-            return hit;
+        {
+            let mut shard = shard.lock();
+            if let Some(hit) = shard.get(hash, sql) {
+                return hit;
+            }
+            shard.misses += 1;
         }
         let value = compute(sql);
         shard.lock().insert(hash, sql, value.clone());
         value
+    }
+
+    /// The cached value for `sql`, if any. A hit is counted, a miss is not:
+    /// the caller may still find the value elsewhere.
+    pub fn get(&self, sql: &str) -> Option<V> {
+        if sql.len() > MAX_CACHED_TEXT_BYTES {
+            return None;
+        }
+        let hash = self.hasher.hash_one(sql);
+        self.shards[self.shard_index(hash)].lock().get(hash, sql)
+    }
+
+    /// Keeps `value` for `sql` (when the text is short enough).
+    pub fn insert(&self, sql: &str, value: V) {
+        if sql.len() > MAX_CACHED_TEXT_BYTES {
+            return;
+        }
+        let hash = self.hasher.hash_one(sql);
+        self.shards[self.shard_index(hash)]
+            .lock()
+            .insert(hash, sql, value);
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -170,9 +195,8 @@ impl<V: Clone + Weigh> ShardState<V> {
                 slot.value.clone()
             })
         });
-        match found {
-            Some(_) => self.hits += 1,
-            None => self.misses += 1,
+        if found.is_some() {
+            self.hits += 1;
         }
         found
     }

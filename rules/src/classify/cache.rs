@@ -1,12 +1,16 @@
-//! [`Classifier`]: classification behind a bounded, sharded cache (see
+//! [`Classifier`]: classification behind bounded, sharded caches (see
 //! [`crate::textcache`]): applications repeat the same few hundred
 //! statements, and a hit costs a hash and a string compare, not a parse.
+//! Texts with inlined literals are cached by their shape (see
+//! [`super::shape`]), so `... WHERE id = 1` and `... WHERE id = 2` share
+//! one entry and one parse.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::functions::WriteFunctions;
 use super::parse::{classify_text, ParsePath, Settings};
+use super::shape::{self, Shape};
 use super::Classification;
 pub use crate::textcache::MAX_CACHED_TEXT_BYTES;
 use crate::textcache::{TextCache, Weigh};
@@ -14,6 +18,21 @@ use crate::textcache::{TextCache, Weigh};
 impl Weigh for Arc<Classification> {
     fn approx_bytes(&self) -> usize {
         Classification::approx_bytes(self)
+    }
+}
+
+/// The classification of one text of a shape, with where that text's
+/// literals were (to move the spans for another text of the shape).
+#[derive(Clone)]
+struct ShapeEntry {
+    class: Arc<Classification>,
+    literals: Arc<[std::ops::Range<usize>]>,
+}
+
+impl Weigh for ShapeEntry {
+    fn approx_bytes(&self) -> usize {
+        self.class.approx_bytes()
+            + self.literals.len() * std::mem::size_of::<std::ops::Range<usize>>()
     }
 }
 
@@ -49,9 +68,13 @@ impl Default for ClassifierOptions {
 /// Classifies query texts, remembering recent results. `Send + Sync`; share
 /// one per configuration (or per process) behind an `Arc`.
 pub struct Classifier {
+    /// By exact text.
     cache: TextCache<Arc<Classification>>,
+    /// By shape, for texts with literals whose classification is shareable.
+    shapes: TextCache<ShapeEntry>,
     settings: Settings,
     /// Rare events, so a shared atomic costs nothing on the hit path.
+    misses: AtomicU64,
     parse_failures: AtomicU64,
     too_deep: AtomicU64,
     too_large: AtomicU64,
@@ -60,6 +83,7 @@ pub struct Classifier {
 /// Counters since the classifier was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClassifierStats {
+    /// Lookups answered from the cache, by text or by shape.
     pub hits: u64,
     /// Lookups that had to classify (texts too long to cache included).
     pub misses: u64,
@@ -88,34 +112,65 @@ impl Classifier {
 
     pub fn with_options(options: ClassifierOptions) -> Self {
         Classifier {
-            cache: TextCache::new(options.capacity, options.cache_bytes),
+            // The budget is shared: a workload fills one or the other.
+            cache: TextCache::new(options.capacity, options.cache_bytes / 2),
+            shapes: TextCache::new(options.capacity, options.cache_bytes / 2),
             settings: Settings {
                 write_functions: WriteFunctions::with_extra(options.write_functions),
                 max_parse_bytes: options.max_parse_bytes,
             },
+            misses: AtomicU64::new(0),
             parse_failures: AtomicU64::new(0),
             too_deep: AtomicU64::new(0),
             too_large: AtomicU64::new(0),
         }
     }
 
-    /// The classification of `sql`, from the cache when this exact text was
-    /// classified recently.
+    /// The classification of `sql`, from the cache when this text, or one
+    /// differing from it only in literals, was classified recently.
     pub fn classify(&self, sql: &str) -> Arc<Classification> {
-        self.cache
-            .get_or_insert_with(sql, |sql| Arc::new(self.classify_uncached(sql)))
+        if let Some(hit) = self.cache.get(sql) {
+            return hit;
+        }
+        let shape = (sql.len() <= MAX_CACHED_TEXT_BYTES)
+            .then(|| shape::shape(sql))
+            .flatten();
+        if let Some(e) = shape.as_ref().and_then(|s| self.shapes.get(&s.key)) {
+            // Not kept by its text: a text with inlined values is seldom
+            // seen twice, and would only push out texts that are.
+            return shape::remap(
+                &e.class,
+                &e.literals,
+                &shape.map(|s| s.literals).unwrap_or_default(),
+            );
+        }
+        let (class, parsed) = self.classify_uncached(sql);
+        let class = Arc::new(class);
+        if let Some(Shape { key, literals }) = shape {
+            if parsed && shape::shareable(&class, sql) {
+                let entry = ShapeEntry {
+                    class: Arc::clone(&class),
+                    literals: literals.into(),
+                };
+                self.shapes.insert(&key, entry);
+            }
+        }
+        self.cache.insert(sql, Arc::clone(&class));
+        class
     }
 
-    fn classify_uncached(&self, sql: &str) -> Classification {
+    /// The classification, and whether the text parsed.
+    pub(super) fn classify_uncached(&self, sql: &str) -> (Classification, bool) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let (classification, path) = classify_text(sql, &self.settings);
         let counter = match path {
-            ParsePath::Parsed => return classification,
+            ParsePath::Parsed => return (classification, true),
             ParsePath::TooDeep => &self.too_deep,
             ParsePath::Unparsed => &self.parse_failures,
             ParsePath::TooLarge => &self.too_large,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        classification
+        (classification, false)
     }
 
     pub fn stats(&self) -> ClassifierStats {
@@ -125,11 +180,12 @@ impl Classifier {
             too_large: self.too_large.load(Ordering::Relaxed),
             ..ClassifierStats::default()
         };
-        let cache = self.cache.stats();
-        stats.hits = cache.hits;
-        stats.misses = cache.misses;
-        stats.entries = cache.entries;
-        stats.bytes = cache.bytes;
+        stats.misses = self.misses.load(Ordering::Relaxed);
+        for cache in [self.cache.stats(), self.shapes.stats()] {
+            stats.hits += cache.hits;
+            stats.entries += cache.entries;
+            stats.bytes += cache.bytes;
+        }
         stats
     }
 }
@@ -153,18 +209,19 @@ mod tests {
         let b = c.classify("SELECT 1");
         assert!(Arc::ptr_eq(&a, &b));
         let s = c.stats();
-        assert_eq!((s.hits, s.misses, s.entries), (1, 1, 1));
+        // Kept by its text, and by its shape.
+        assert_eq!((s.hits, s.misses, s.entries), (1, 1, 2));
     }
 
     #[test]
     fn evicts_to_capacity_and_keeps_used_entries() {
         let c = Classifier::new(40);
         assert_eq!(c.cache.shard_count(), 1);
-        let hot = c.classify("SELECT 'hot'");
+        let hot = c.classify("SELECT hot");
         for i in 0..200 {
-            c.classify(&format!("SELECT {i}"));
+            c.classify(&format!("SELECT c{i}"));
             // Touch the hot entry so CLOCK gives it a second chance.
-            assert!(Arc::ptr_eq(&hot, &c.classify("SELECT 'hot'")));
+            assert!(Arc::ptr_eq(&hot, &c.classify("SELECT hot")));
         }
         assert!(c.stats().entries <= 40);
     }
@@ -173,17 +230,18 @@ mod tests {
     fn byte_budget_and_oversized_texts() {
         let c = Classifier::with_options(ClassifierOptions {
             capacity: 1000,
-            cache_bytes: 20_000,
+            // Half of it for texts, half for shapes.
+            cache_bytes: 40_000,
             ..ClassifierOptions::default()
         });
         for i in 0..100 {
-            c.classify(&format!("SELECT {i}, '{}'", "x".repeat(500)));
+            c.classify(&format!("SELECT c{i}, {}", "x".repeat(300)));
         }
         let s = c.stats();
         assert!(s.bytes <= 20_000, "{s:?}");
         assert!(s.entries > 0 && s.entries < 100, "{s:?}");
 
-        let big = format!("SELECT '{}'", "y".repeat(MAX_CACHED_TEXT_BYTES));
+        let big = format!("SELECT {}", "y".repeat(MAX_CACHED_TEXT_BYTES));
         let c = Classifier::new(10);
         c.classify(&big);
         assert_eq!(c.stats().entries, 0);
@@ -197,6 +255,48 @@ mod tests {
         assert!(!Arc::ptr_eq(&a, &b));
         assert_eq!(c.stats().entries, 0);
         assert_eq!(c.stats().misses, 2);
+    }
+
+    #[test]
+    fn texts_differing_only_in_literals_share_one_parse() {
+        let c = Classifier::new(100);
+        let texts = [
+            "SELECT * FROM t WHERE id = 1 AND name = 'a'",
+            "SELECT * FROM t WHERE id = 22 AND name = 'bbb'",
+            "UPDATE t SET n = n + 1.5 WHERE id = 333",
+            "UPDATE t SET n = n + 10.25 WHERE id = 4",
+        ];
+        for sql in texts {
+            let (uncached, _) = Classifier::new(0).classify_uncached(sql);
+            assert_eq!(*c.classify(sql), uncached, "{sql}");
+        }
+        let s = c.stats();
+        // Two parses, each kept by text and by shape; the variants are kept
+        // by neither.
+        assert_eq!((s.misses, s.hits, s.entries), (2, 2, 4), "{s:?}");
+    }
+
+    #[test]
+    fn classifications_that_read_literals_are_not_shared() {
+        let c = Classifier::new(100);
+        let kinds = |sql: &str| c.classify(sql).statements.clone();
+        for (a, b) in [
+            (
+                "EXPLAIN (ANALYZE 0) UPDATE t SET a = 1",
+                "EXPLAIN (ANALYZE 1) UPDATE t SET a = 1",
+            ),
+            ("PREPARE TRANSACTION 'a'", "PREPARE TRANSACTION 'b'"),
+            ("COMMIT PREPARED 'a'", "COMMIT PREPARED 'b'"),
+        ] {
+            assert_ne!(kinds(a), kinds(b), "{a} / {b}");
+            let (uncached, _) = Classifier::new(0).classify_uncached(b);
+            assert_eq!(*c.classify(b), uncached);
+        }
+        // Repeated, they are still found by their text.
+        c.classify("SET statement_timeout = 2");
+        let before = c.stats().misses;
+        c.classify("SET statement_timeout = 2");
+        assert_eq!(c.stats().misses, before);
     }
 
     #[test]

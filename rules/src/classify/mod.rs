@@ -9,9 +9,10 @@
 //! is never sent to the wrong side silently; the proxy still forwards it and
 //! the client gets Postgres' own error.
 //!
-//! [`Classifier`] wraps the parser in a bounded cache keyed by the exact
-//! statement text: applications repeat the same few hundred statements, and
-//! a cached lookup costs a hash and a string compare instead of a parse.
+//! [`Classifier`] wraps the parser in bounded caches keyed by the exact
+//! statement text, or by its shape when the text inlines literals:
+//! applications repeat the same few hundred statements, and a cached lookup
+//! costs a hash and a string compare instead of a parse.
 
 mod cache;
 mod digest;
@@ -21,6 +22,7 @@ mod kind;
 mod parse;
 mod quick;
 mod reflect;
+pub mod shape;
 mod tables;
 
 use std::ops::Range;
