@@ -88,8 +88,40 @@ async fn status(State(reloader): State<Arc<Reloader>>) -> Response {
             "diverged_sessions": shared.mirroring.diverged(),
             "diverged_sessions_total": shared.mirroring.diverged_total(),
         },
+        "classifier": classifier_json(&shared.classifier),
+        "rewriter": {
+            "old": rewriter_json(loaded.rewriters[BackendId::Old.index()].as_deref()),
+            "new": rewriter_json(loaded.rewriters[BackendId::New.index()].as_deref()),
+        },
     }))
     .into_response()
+}
+
+/// How well the classification cache serves the traffic: a low hit rate
+/// means statements are parsed over and over.
+fn classifier_json(c: &pgshift_rules::Classifier) -> serde_json::Value {
+    let s = c.stats();
+    json!({
+        "hits": s.hits,
+        "misses": s.misses,
+        "entries": s.entries,
+        "bytes": s.bytes,
+        "parse_failures": s.parse_failures,
+        "too_deep": s.too_deep,
+        "too_large": s.too_large,
+    })
+}
+
+fn rewriter_json(r: Option<&pgshift_rules::Rewriter>) -> serde_json::Value {
+    match r.map(pgshift_rules::Rewriter::stats) {
+        Some(s) => json!({
+            "hits": s.hits,
+            "misses": s.misses,
+            "entries": s.entries,
+            "bytes": s.bytes,
+        }),
+        None => serde_json::Value::Null,
+    }
 }
 
 /// Prometheus text exposition, from the OpenTelemetry meter provider.

@@ -199,6 +199,14 @@ async fn status_has_every_field_of_the_contract() {
     }
     assert!(s["mirror"]["diverged_sessions"].is_array());
     assert!(s["mirror"]["diverged_sessions_total"].is_u64());
+    // The three identical selects: parsed once, then found in the cache.
+    let c = &s["classifier"];
+    assert!(c["misses"].as_u64().is_some_and(|n| n >= 1), "{s}");
+    assert!(c["hits"].as_u64().is_some_and(|n| n >= 2), "{s}");
+    assert!(c["entries"].as_u64().is_some_and(|n| n >= 1), "{s}");
+    assert_eq!(c["parse_failures"], 0, "{s}");
+    // No rewrite section, no rewriter.
+    assert_eq!(s["rewriter"]["new"], Value::Null, "{s}");
 
     // limit=N bounds the lists.
     let d = http::get_json(proxy.admin(), "/digests?limit=1").await;
@@ -206,6 +214,58 @@ async fn status_has_every_field_of_the_contract() {
     assert_eq!(d["digests"][0]["calls"], 3);
     let m = http::get_json(proxy.admin(), "/mismatches?limit=0").await;
     assert_eq!(m["mismatches"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn status_shows_how_the_caches_serve_the_traffic() {
+    let db = fresh_db("admin_caches");
+    let pair = pgshift_tests::old_and_new();
+    pair.old
+        .psql(
+            &db,
+            "CREATE TABLE users (id int PRIMARY KEY, email text); GRANT ALL ON users TO PUBLIC",
+        )
+        .unwrap();
+    pair.new
+        .psql(
+            &db,
+            "CREATE TABLE accounts (id int PRIMARY KEY, email text); GRANT ALL ON accounts TO PUBLIC",
+        )
+        .unwrap();
+    let yaml = format!(
+        "{}{SCRAM_AUTH}admin: 127.0.0.1:0
+defaults: {{ primary: old, mirror: new }}
+mirror: {{ mode: sync }}
+rewrite:
+  new: {{ tables: {{ users: accounts }} }}
+",
+        base_yaml(&db)
+    );
+    let proxy = proxy_from_file(&db, &yaml).await;
+    let client = proxy.client().await;
+    // Writes go to old and, rewritten for accounts, to the sync mirror.
+    for id in 1..=3 {
+        client
+            .simple_query(&format!(
+                "INSERT INTO users (id, email) VALUES ({id}, 'u{id}@example.com')"
+            ))
+            .await
+            .unwrap();
+    }
+    let s = http::get_json(proxy.admin(), "/status").await;
+    // Three texts of one shape: one parse.
+    assert_eq!(s["classifier"]["misses"], 1, "{s}");
+    assert!(
+        s["classifier"]["hits"].as_u64().is_some_and(|n| n >= 2),
+        "{s}"
+    );
+    let r = &s["rewriter"]["new"];
+    assert!(r["misses"].as_u64().is_some_and(|n| n >= 1), "{s}");
+    assert!(r["entries"].as_u64().is_some_and(|n| n >= 1), "{s}");
+    assert_eq!(s["rewriter"]["old"], Value::Null, "{s}");
+    assert_eq!(s["mirror"]["new"]["applied"], 3, "{s}");
+    let rows = pair.new.psql(&db, "SELECT count(*) FROM accounts").unwrap();
+    assert_eq!(rows.trim(), "3");
 }
 
 #[tokio::test]
