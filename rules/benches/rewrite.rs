@@ -63,6 +63,18 @@ fn rewrite(c: &mut Criterion) {
     c.bench_function("rewrite/uncached_join", |b| {
         b.iter(|| rewriter.rewrite_uncached(black_box(JOIN)))
     });
+    // Inlined values: every text is new, the shape is not.
+    let variants: Vec<String> = (0..1000)
+        .map(|i| JOIN.replace("$1", &(i * 7919).to_string()))
+        .collect();
+    rewriter.rewrite(&variants[0]);
+    let mut next = 0;
+    c.bench_function("rewrite/literal_variant_join", |b| {
+        b.iter(|| {
+            next = (next + 1) % variants.len();
+            rewriter.rewrite(black_box(&variants[next]))
+        })
+    });
     c.bench_function("rewrite/uncached_unrelated_prefilter", |b| {
         b.iter(|| rewriter.rewrite_uncached(black_box(UNRELATED)))
     });

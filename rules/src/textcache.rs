@@ -32,11 +32,10 @@ pub(crate) trait Weigh {
     fn approx_bytes(&self) -> usize;
 }
 
-/// Hits, misses and size of a [`TextCache`].
+/// Hits and size of a [`TextCache`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct CacheStats {
     pub hits: u64,
-    pub misses: u64,
     pub entries: usize,
     pub bytes: usize,
 }
@@ -70,30 +69,8 @@ impl<V: Clone + Weigh> TextCache<V> {
         }
     }
 
-    /// The cached value for `sql`, or `compute(sql)` (kept for next time
-    /// when the text is short enough).
-    pub fn get_or_insert_with(&self, sql: &str, compute: impl FnOnce(&str) -> V) -> V {
-        if sql.len() > MAX_CACHED_TEXT_BYTES {
-            // Not even hashed: it would not be kept anyway.
-            self.shards[0].lock().misses += 1;
-            return compute(sql);
-        }
-        let hash = self.hasher.hash_one(sql);
-        let shard = &self.shards[self.shard_index(hash)];
-        {
-            let mut shard = shard.lock();
-            if let Some(hit) = shard.get(hash, sql) {
-                return hit;
-            }
-            shard.misses += 1;
-        }
-        let value = compute(sql);
-        shard.lock().insert(hash, sql, value.clone());
-        value
-    }
-
-    /// The cached value for `sql`, if any. A hit is counted, a miss is not:
-    /// the caller may still find the value elsewhere.
+    /// The cached value for `sql`, if any. Hits are counted here; what a
+    /// miss is (a parse) the caller knows and counts.
     pub fn get(&self, sql: &str) -> Option<V> {
         if sql.len() > MAX_CACHED_TEXT_BYTES {
             return None;
@@ -118,7 +95,6 @@ impl<V: Clone + Weigh> TextCache<V> {
         for shard in self.shards.iter() {
             let s = shard.lock();
             stats.hits += s.hits;
-            stats.misses += s.misses;
             stats.entries += s.slots.len();
             stats.bytes += s.bytes;
         }
@@ -152,7 +128,6 @@ impl<V: Clone + Weigh> Shard<V> {
             max_bytes,
             bytes: 0,
             hits: 0,
-            misses: 0,
         }))
     }
 
@@ -173,7 +148,6 @@ struct ShardState<V> {
     max_bytes: usize,
     bytes: usize,
     hits: u64,
-    misses: u64,
 }
 
 struct Slot<V> {
@@ -297,11 +271,18 @@ mod tests {
     }
 
     #[test]
-    fn computes_once_per_text() {
+    fn keeps_what_is_inserted_and_counts_hits() {
         let c = TextCache::<u32>::new(100, 1 << 20);
-        assert_eq!(c.get_or_insert_with("a", |_| 1), 1);
-        assert_eq!(c.get_or_insert_with("a", |_| 2), 1);
+        assert_eq!(c.get("a"), None);
+        c.insert("a", 1);
+        assert_eq!(c.get("a"), Some(1));
+        c.insert("a", 2);
+        assert_eq!(c.get("a"), Some(2));
         let s = c.stats();
-        assert_eq!((s.hits, s.misses, s.entries), (1, 1, 1));
+        assert_eq!((s.hits, s.entries), (2, 1));
+        // Too long to keep.
+        let long = "x".repeat(MAX_CACHED_TEXT_BYTES + 1);
+        c.insert(&long, 3);
+        assert_eq!(c.get(&long), None);
     }
 }

@@ -3,9 +3,10 @@
 //! must classify, through a cache that saw the original first, exactly as
 //! they classify uncached (kinds, tables, spans, digest and all).
 
-use std::ops::Range;
+mod shape_support;
 
 use pgshift_rules::classify::shape::shape;
+use shape_support::with_literals;
 use pgshift_rules::Classifier;
 use proptest::prelude::*;
 
@@ -52,35 +53,6 @@ const TEXTS: &[&str] = &[
     "SELECT  1 ;  ",
     "SELECT -- only a comment: 'x'\n 2",
 ];
-
-/// A literal of the same category as `lit`, of another length.
-fn other_literal(lit: &str, pick: usize) -> String {
-    if lit.starts_with('\'') {
-        ["''", "'x''yz'", "'a much longer string than before'"][pick % 3].to_owned()
-    } else if lit.contains('.') {
-        ["0.5", "12345.678901", "1.0"][pick % 3].to_owned()
-    } else {
-        let candidates = ["7", "98765", "123456789", "0"];
-        let c = candidates[pick % candidates.len()];
-        if c == lit {
-            "31".to_owned()
-        } else {
-            c.to_owned()
-        }
-    }
-}
-
-fn with_literals(sql: &str, literals: &[Range<usize>], pick: usize) -> String {
-    let mut out = String::new();
-    let mut at = 0;
-    for (i, r) in literals.iter().enumerate() {
-        out.push_str(&sql[at..r.start]);
-        out.push_str(&other_literal(&sql[r.clone()], pick + i));
-        at = r.end;
-    }
-    out.push_str(&sql[at..]);
-    out
-}
 
 /// Checks the variants of `sql`; true when they were served from the
 /// original's cached classification (a single parse).

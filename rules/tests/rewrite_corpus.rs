@@ -3,7 +3,9 @@
 //! current output, for review.
 
 mod rewrite_support;
+mod shape_support;
 
+use pgshift_rules::classify::shape::shape;
 use pgshift_rules::Rewrite;
 
 const CORPUS: &str = "tests/data/rewrite_corpus.txt";
@@ -93,4 +95,31 @@ fn corpus() {
         return;
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Texts that differ only in literals share one rewrite: every variant of a
+/// corpus input, rewritten through a cache that saw the input first, is
+/// what rewriting it uncached gives.
+#[test]
+fn variants_share_the_rewrite_of_their_shape() {
+    let text = std::fs::read_to_string(CORPUS).expect("corpus file");
+    let (_, cases) = cases(&text);
+    let (mut shaped, mut shared) = (0, 0);
+    for case in &cases {
+        let Some(s) = shape(&case.input) else { continue };
+        shaped += 1;
+        let cached = rewrite_support::rewriter(case.catalog);
+        let fresh = rewrite_support::rewriter(case.catalog);
+        cached.rewrite(&case.input);
+        for pick in 0..4 {
+            let variant = shape_support::with_literals(&case.input, &s.literals, pick);
+            let want = fresh.rewrite_uncached(&variant);
+            assert_eq!(cached.rewrite(&variant), want, "{}: {variant}", case.name);
+        }
+        if cached.stats().misses == 1 {
+            shared += 1;
+        }
+    }
+    assert!(shaped >= 20, "only {shaped} inputs have literals");
+    assert!(shared >= 15, "only {shared} of {shaped} shared a rewrite");
 }

@@ -12,21 +12,26 @@
 //!
 //! Most statements name nothing the map renames; a case-insensitive scan
 //! for the application-side names decides that before any parse, and the
-//! [`Rewriter`]'s cache remembers every result by text.
+//! [`Rewriter`]'s cache remembers every result by text, and by shape for
+//! texts that differ only in literals (see [`by_shape`]).
 
+mod by_shape;
 mod catalog;
 mod names;
 mod scope;
 mod walk;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use regex::Regex;
 
 pub use catalog::{validate, Catalog};
 
+use crate::classify::shape::{shape, Shape};
 use crate::config::RewriteMap;
-use crate::textcache::{CacheStats, TextCache, Weigh};
+use crate::textcache::{CacheStats, TextCache, Weigh, MAX_CACHED_TEXT_BYTES};
+use by_shape::ShapeRewrite;
 use names::Names;
 use walk::Walker;
 
@@ -64,6 +69,8 @@ pub struct Rewriter {
     names: Names,
     replace: Vec<(Regex, String)>,
     cache: TextCache<Rewrite>,
+    shapes: TextCache<ShapeRewrite>,
+    misses: AtomicU64,
 }
 
 /// Cache counters of a [`Rewriter`].
@@ -89,7 +96,9 @@ impl Rewriter {
         Rewriter {
             names: Names::new(map, target, source),
             replace: map.replace.clone(),
-            cache: TextCache::new(cache_capacity, CACHE_BYTES),
+            cache: TextCache::new(cache_capacity, CACHE_BYTES / 2),
+            shapes: TextCache::new(cache_capacity, CACHE_BYTES / 2),
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -98,13 +107,32 @@ impl Rewriter {
         self.names.is_empty() && self.replace.is_empty()
     }
 
-    /// [`Rewriter::rewrite_uncached`], remembered by text.
+    /// [`Rewriter::rewrite_uncached`], remembered by text and by shape.
     pub fn rewrite(&self, sql: &str) -> Rewrite {
         if self.is_noop() {
             return Rewrite::Unchanged;
         }
-        self.cache
-            .get_or_insert_with(sql, |sql| self.rewrite_uncached(sql))
+        if let Some(hit) = self.cache.get(sql) {
+            return hit;
+        }
+        // `replace:` regexes may match inside literals: no sharing then.
+        let shape = (self.replace.is_empty() && sql.len() <= MAX_CACHED_TEXT_BYTES)
+            .then(|| shape(sql))
+            .flatten();
+        if let Some(s) = &shape {
+            if let Some(t) = self.shapes.get(&s.key) {
+                return t.apply(sql, &s.literals);
+            }
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let result = self.rewrite_uncached(sql);
+        if let Some(Shape { key, literals }) = shape {
+            if let Some(t) = by_shape::learn(self, sql, &literals, &result) {
+                self.shapes.insert(&key, t);
+            }
+        }
+        self.cache.insert(sql, result.clone());
+        result
     }
 
     /// The text to send to this backend instead of `sql` (one or more
@@ -115,18 +143,22 @@ impl Rewriter {
     }
 
     pub fn stats(&self) -> RewriterStats {
-        let CacheStats {
+        let mut stats = RewriterStats {
+            misses: self.misses.load(Ordering::Relaxed),
+            ..RewriterStats::default()
+        };
+        for CacheStats {
             hits,
-            misses,
             entries,
             bytes,
-        } = self.cache.stats();
-        RewriterStats {
-            hits,
-            misses,
-            entries,
-            bytes,
+            ..
+        } in [self.cache.stats(), self.shapes.stats()]
+        {
+            stats.hits += hits;
+            stats.entries += entries;
+            stats.bytes += bytes;
         }
+        stats
     }
 
     /// Always parses and deparses, whatever the text names, so tests can
