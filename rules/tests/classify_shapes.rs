@@ -6,9 +6,9 @@
 mod shape_support;
 
 use pgshift_rules::classify::shape::shape;
-use shape_support::with_literals;
 use pgshift_rules::Classifier;
 use proptest::prelude::*;
+use shape_support::with_literals;
 
 const TEXTS: &[&str] = &[
     "SELECT abalance FROM pgbench_accounts WHERE aid = 4521;",

@@ -106,7 +106,9 @@ fn variants_share_the_rewrite_of_their_shape() {
     let (_, cases) = cases(&text);
     let (mut shaped, mut shared) = (0, 0);
     for case in &cases {
-        let Some(s) = shape(&case.input) else { continue };
+        let Some(s) = shape(&case.input) else {
+            continue;
+        };
         shaped += 1;
         let cached = rewrite_support::rewriter(case.catalog);
         let fresh = rewrite_support::rewriter(case.catalog);
