@@ -114,7 +114,9 @@ fn variants_of_the_rewrite_corpus_classify_as_uncached() {
 
 proptest! {
     #[test]
-    fn any_text_shapes_without_panicking(sql in "\\PC{0,80}") {
+    fn any_text_shapes_and_classifies_as_uncached(
+        sql in prop_oneof!["\\PC{0,80}", "['\"$0-9a-zE_.*/\\\\ \n();,&:-]{0,120}"],
+    ) {
         if let Some(s) = shape(&sql) {
             let mut last = 0;
             for r in &s.literals {
@@ -123,6 +125,7 @@ proptest! {
                 prop_assert!(lit.starts_with('\'') || lit.as_bytes()[0].is_ascii_digit());
                 last = r.end;
             }
+            check_variants(&sql);
         }
     }
 
