@@ -39,10 +39,11 @@ impl Weigh for ShapeEntry {
 /// How a [`Classifier`] is sized and what it counts as a write.
 #[derive(Debug, Clone)]
 pub struct ClassifierOptions {
-    /// Texts kept in the cache; 0 disables caching. Default 10 000.
+    /// Texts kept in the cache, and as many shapes; 0 disables caching.
+    /// Default 10 000.
     pub capacity: usize,
-    /// Memory budget of the cache over all shards (texts plus
-    /// classifications). Default 64 MiB.
+    /// Memory budget over all shards (texts plus classifications), half
+    /// for exact texts and half for shapes. Default 64 MiB.
     pub cache_bytes: usize,
     /// Longer texts are not parsed but classified as one conservative write
     /// from a scan of their head: parsing costs about 0.3 s of CPU and

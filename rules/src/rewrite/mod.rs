@@ -76,8 +76,11 @@ pub struct Rewriter {
 /// Cache counters of a [`Rewriter`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RewriterStats {
+    /// Answers from the cache, by text or by shape.
     pub hits: u64,
+    /// Texts rewritten (parsed, unless the name scan ruled them out).
     pub misses: u64,
+    /// Texts and shapes kept.
     pub entries: usize,
     pub bytes: usize,
 }
@@ -86,7 +89,7 @@ impl Rewriter {
     /// `target`: this backend's catalog; `source`: the catalog of the
     /// backend the application was written for. Either may be missing (see
     /// the README for what then cannot be rewritten). `cache_capacity`:
-    /// texts remembered, 0 for none.
+    /// texts remembered, and as many shapes; 0 for none.
     pub fn new(
         map: &RewriteMap,
         target: Option<Arc<Catalog>>,
