@@ -26,3 +26,53 @@ async fn psycopg_and_asyncpg() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("8 passed, 0 failed"), "{stdout}\n{stderr}");
 }
+
+/// Values inlined by the client (psycopg's ClientCursor), every statement
+/// mirrored to NEW and compared: each text is new, yet the statements of
+/// one shape are parsed once, every comparison matches, and NEW ends with
+/// OLD's data.
+#[tokio::test]
+async fn inlined_values_are_mirrored_compared_and_parsed_once_per_shape() {
+    let db = fresh_db("inline_values");
+    pgshift_tests::psql_both(
+        &db,
+        "CREATE TABLE inline_values (id int PRIMARY KEY, name text, amount numeric, \
+         ratio float8, day date, flag boolean); GRANT ALL ON inline_values TO PUBLIC",
+    );
+    let proxy = proxy_with(
+        &db,
+        "admin: 127.0.0.1:0\n\
+         defaults: { primary: old, mirror: new, compare: true }\n\
+         mirror: { mode: sync }\n\
+         compare: { sample: 100 }\n",
+    )
+    .await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/inline_values.py");
+    let dsn = proxy.conninfo();
+    let out =
+        tokio::task::spawn_blocking(move || Command::new("python3").arg(script).arg(dsn).output())
+            .await
+            .unwrap()
+            .expect("python3 runs (install psycopg[binary]: see .ci/run)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("ok 200"), "{stdout}\n{stderr}");
+
+    let s = pgshift_tests::http::get_json(proxy.admin(), "/status").await;
+    // 467 statements of 3 shapes (psycopg's own setup statements aside).
+    let parses = s["classifier"]["misses"].as_u64().unwrap();
+    assert!(parses <= 10, "{parses} parses: {s}");
+    let m = &s["mirror"]["new"];
+    assert_eq!(m["mismatched"], 0, "{s}");
+    assert_eq!(m["dropped"], 0, "{s}");
+    assert_eq!(m["errors"], 0, "{s}");
+    assert!(m["compared"].as_u64().is_some_and(|n| n >= 467), "{s}");
+    let dump =
+        "SELECT string_agg(concat_ws('|', id, name, amount, ratio, day, flag), ',' ORDER BY id) \
+                FROM inline_values";
+    let pair = pgshift_tests::old_and_new();
+    let old = pair.old.psql(&db, dump).unwrap();
+    assert!(old.contains("o'reilly"), "{old}");
+    assert_eq!(pair.new.psql(&db, dump).unwrap(), old);
+}
