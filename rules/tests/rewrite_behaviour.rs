@@ -250,3 +250,20 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_shape_without_a_template_is_rewritten_text_by_text() {
+    // The comment holds the sentinel the literal is replaced by when the
+    // template is learned, so the template cannot tell where the literal
+    // went: each text is rewritten on its own, correctly, and the shape is
+    // remembered as one to rewrite text by text (not learned again).
+    let r = Rewriter::new(&map(), None, None, 40);
+    for id in [5, 61, 7] {
+        let sql = format!("SELECT email FROM users WHERE id = {id} /* 917350000 */");
+        let got = r.rewrite(&sql);
+        assert_eq!(got, r.rewrite_uncached(&sql), "{sql}");
+        assert!(changed(got).contains(&format!("id = {id}")));
+    }
+    let s = r.stats();
+    assert_eq!((s.misses, s.entries), (3, 4), "{s:?}");
+}

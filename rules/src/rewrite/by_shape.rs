@@ -17,6 +17,10 @@ use crate::textcache::Weigh;
 
 #[derive(Clone)]
 pub(super) enum ShapeRewrite {
+    /// No template could be learned: each text is rewritten on its own
+    /// (remembered so that the learning, a second rewrite, is not retried
+    /// for every text of the shape).
+    PerText,
     Unchanged,
     /// `out` with the literal `holes[i].1` of the text at `holes[i].0`.
     Template {
@@ -29,7 +33,7 @@ impl Weigh for ShapeRewrite {
     fn approx_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
             + match self {
-                ShapeRewrite::Unchanged => 0,
+                ShapeRewrite::PerText | ShapeRewrite::Unchanged => 0,
                 ShapeRewrite::Template { out, holes } => {
                     out.len() + holes.len() * std::mem::size_of::<(Range<usize>, usize)>()
                 }
@@ -39,10 +43,12 @@ impl Weigh for ShapeRewrite {
 
 impl ShapeRewrite {
     /// The rewrite of `sql`, a text of this shape with its literals at
-    /// `literals`.
-    pub(super) fn apply(&self, sql: &str, literals: &[Range<usize>]) -> Rewrite {
-        let ShapeRewrite::Template { out, holes } = self else {
-            return Rewrite::Unchanged;
+    /// `literals`; `None` for a shape whose texts are rewritten one by one.
+    pub(super) fn apply(&self, sql: &str, literals: &[Range<usize>]) -> Option<Rewrite> {
+        let (out, holes) = match self {
+            ShapeRewrite::PerText => return None,
+            ShapeRewrite::Unchanged => return Some(Rewrite::Unchanged),
+            ShapeRewrite::Template { out, holes } => (out, holes),
         };
         let extra: usize = holes.iter().map(|(_, i)| literals[*i].len()).sum();
         let mut text = String::with_capacity(out.len() + extra);
@@ -53,7 +59,7 @@ impl ShapeRewrite {
             at = hole.end;
         }
         text.push_str(&out[at..]);
-        Rewrite::Changed(text.into())
+        Some(Rewrite::Changed(text.into()))
     }
 }
 
@@ -92,19 +98,30 @@ fn find_once(hay: &str, needle: &str) -> Option<Range<usize>> {
     found
 }
 
-/// The template of the shape of `sql` (literals at `literals`), whose
-/// rewrite is `rewritten`; `None` when the shape cannot share one.
+/// What the texts of the shape of `sql` (literals at `literals`), whose
+/// rewrite is `rewritten`, can share.
 pub(super) fn learn(
     rewriter: &Rewriter,
     sql: &str,
     literals: &[Range<usize>],
     rewritten: &Rewrite,
-) -> Option<ShapeRewrite> {
+) -> ShapeRewrite {
     match rewritten {
-        Rewrite::Unchanged => return Some(ShapeRewrite::Unchanged),
-        Rewrite::Refused(_) => return None,
-        Rewrite::Changed(_) => {}
+        Rewrite::Unchanged => ShapeRewrite::Unchanged,
+        // A refusal's reason may quote the text.
+        Rewrite::Refused(_) => ShapeRewrite::PerText,
+        Rewrite::Changed(_) => {
+            template(rewriter, sql, literals, rewritten).unwrap_or(ShapeRewrite::PerText)
+        }
     }
+}
+
+fn template(
+    rewriter: &Rewriter,
+    sql: &str,
+    literals: &[Range<usize>],
+    rewritten: &Rewrite,
+) -> Option<ShapeRewrite> {
     let mut probe = String::with_capacity(sql.len() + literals.len() * 16);
     let mut sentinels = Vec::with_capacity(literals.len());
     let mut at = 0;
@@ -129,5 +146,5 @@ pub(super) fn learn(
         out,
         holes: holes.into(),
     };
-    (template.apply(sql, literals) == *rewritten).then_some(template)
+    (template.apply(sql, literals).as_ref() == Some(rewritten)).then_some(template)
 }

@@ -122,17 +122,20 @@ impl Rewriter {
         let shape = (self.replace.is_empty() && sql.len() <= MAX_CACHED_TEXT_BYTES)
             .then(|| shape(sql))
             .flatten();
+        let mut learn = shape.is_some();
         if let Some(s) = &shape {
             if let Some(t) = self.shapes.get(&s.key) {
-                return t.apply(sql, &s.literals);
+                match t.apply(sql, &s.literals) {
+                    Some(shared) => return shared,
+                    None => learn = false,
+                }
             }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let result = self.rewrite_uncached(sql);
-        if let Some(Shape { key, literals }) = shape {
-            if let Some(t) = by_shape::learn(self, sql, &literals, &result) {
-                self.shapes.insert(&key, t);
-            }
+        if let (true, Some(Shape { key, literals })) = (learn, shape) {
+            let shared = by_shape::learn(self, sql, &literals, &result);
+            self.shapes.insert(&key, shared);
         }
         self.cache.insert(sql, result.clone());
         result
