@@ -3,6 +3,7 @@
 //! must classify, through a cache that saw the original first, exactly as
 //! they classify uncached (kinds, tables, spans, digest and all).
 
+mod classify_support;
 mod shape_support;
 
 use pgshift_rules::classify::shape::shape;
@@ -93,6 +94,21 @@ fn variants_of_the_corpus_classify_as_uncached() {
     }
     assert!(shaped >= 35, "only {shaped} texts have a shape");
     assert!(shared >= 20, "only {shared} texts shared a parse");
+}
+
+#[test]
+fn variants_of_the_classification_corpus_classify_as_uncached() {
+    let shaped = classify_support::CORPUS
+        .iter()
+        .filter(|case| shape(case.sql).is_some())
+        .count();
+    for case in classify_support::CORPUS {
+        check_variants(case.sql);
+    }
+    assert!(
+        shaped >= 40,
+        "only {shaped} corpus statements have literals"
+    );
 }
 
 #[test]
