@@ -19,7 +19,10 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+
+use crate::classify::shape::{shape, Shape};
 
 /// Longest text kept in the cache.
 pub const MAX_CACHED_TEXT_BYTES: usize = 64 * 1024;
@@ -32,12 +35,64 @@ pub(crate) trait Weigh {
     fn approx_bytes(&self) -> usize;
 }
 
-/// Hits and size of a [`TextCache`].
+/// Hits and size of a [`TextCache`]; with the misses (computations) of a
+/// [`TextAndShape`] pair.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct CacheStats {
     pub hits: u64,
+    pub misses: u64,
     pub entries: usize,
     pub bytes: usize,
+}
+
+/// The shape a [`TextAndShape`] would cache `sql` by; `None` for a text
+/// too long to cache or without one.
+pub(crate) fn cacheable_shape(sql: &str) -> Option<Shape> {
+    if sql.len() > MAX_CACHED_TEXT_BYTES {
+        return None;
+    }
+    shape(sql)
+}
+
+/// A cache by exact text beside one by literal-free shape (see
+/// [`crate::classify::shape`]), sharing one budget: a workload of repeated
+/// texts fills the first, one of inlined values the second. What may be
+/// shared by shape, and how, is the user's business; the misses it counts
+/// are its computations.
+pub(crate) struct TextAndShape<V, S> {
+    pub texts: TextCache<V>,
+    pub shapes: TextCache<S>,
+    misses: AtomicU64,
+}
+
+impl<V: Clone + Weigh, S: Clone + Weigh> TextAndShape<V, S> {
+    /// `capacity` texts and as many shapes, within `max_bytes` in all.
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
+        TextAndShape {
+            texts: TextCache::new(capacity, max_bytes / 2),
+            shapes: TextCache::new(capacity, max_bytes / 2),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// A value had to be computed (rare, next to a parse: a shared atomic
+    /// costs nothing here).
+    pub fn count_miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let mut stats = CacheStats {
+            misses: self.misses.load(Ordering::Relaxed),
+            ..CacheStats::default()
+        };
+        for cache in [self.texts.stats(), self.shapes.stats()] {
+            stats.hits += cache.hits;
+            stats.entries += cache.entries;
+            stats.bytes += cache.bytes;
+        }
+        stats
+    }
 }
 
 pub(crate) struct TextCache<V> {

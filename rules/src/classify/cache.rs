@@ -13,7 +13,7 @@ use super::parse::{classify_text, ParsePath, Settings};
 use super::shape::{self, Shape};
 use super::Classification;
 pub use crate::textcache::MAX_CACHED_TEXT_BYTES;
-use crate::textcache::{TextCache, Weigh};
+use crate::textcache::{cacheable_shape, TextAndShape, Weigh};
 
 impl Weigh for Arc<Classification> {
     fn approx_bytes(&self) -> usize {
@@ -69,13 +69,10 @@ impl Default for ClassifierOptions {
 /// Classifies query texts, remembering recent results. `Send + Sync`; share
 /// one per configuration (or per process) behind an `Arc`.
 pub struct Classifier {
-    /// By exact text.
-    cache: TextCache<Arc<Classification>>,
-    /// By shape, for texts with literals whose classification is shareable.
-    shapes: TextCache<ShapeEntry>,
+    /// By shape only for texts whose classification is shareable.
+    cache: TextAndShape<Arc<Classification>, ShapeEntry>,
     settings: Settings,
     /// Rare events, so a shared atomic costs nothing on the hit path.
-    misses: AtomicU64,
     parse_failures: AtomicU64,
     too_deep: AtomicU64,
     too_large: AtomicU64,
@@ -113,14 +110,11 @@ impl Classifier {
 
     pub fn with_options(options: ClassifierOptions) -> Self {
         Classifier {
-            // The budget is shared: a workload fills one or the other.
-            cache: TextCache::new(options.capacity, options.cache_bytes / 2),
-            shapes: TextCache::new(options.capacity, options.cache_bytes / 2),
+            cache: TextAndShape::new(options.capacity, options.cache_bytes),
             settings: Settings {
                 write_functions: WriteFunctions::with_extra(options.write_functions),
                 max_parse_bytes: options.max_parse_bytes,
             },
-            misses: AtomicU64::new(0),
             parse_failures: AtomicU64::new(0),
             too_deep: AtomicU64::new(0),
             too_large: AtomicU64::new(0),
@@ -130,20 +124,16 @@ impl Classifier {
     /// The classification of `sql`, from the cache when this text, or one
     /// differing from it only in literals, was classified recently.
     pub fn classify(&self, sql: &str) -> Arc<Classification> {
-        if let Some(hit) = self.cache.get(sql) {
+        if let Some(hit) = self.cache.texts.get(sql) {
             return hit;
         }
-        let shape = (sql.len() <= MAX_CACHED_TEXT_BYTES)
-            .then(|| shape::shape(sql))
-            .flatten();
-        if let Some(e) = shape.as_ref().and_then(|s| self.shapes.get(&s.key)) {
-            // Not kept by its text: a text with inlined values is seldom
-            // seen twice, and would only push out texts that are.
-            return shape::remap(
-                &e.class,
-                &e.literals,
-                &shape.map(|s| s.literals).unwrap_or_default(),
-            );
+        let shape = cacheable_shape(sql);
+        if let Some(s) = &shape {
+            if let Some(e) = self.cache.shapes.get(&s.key) {
+                // Not kept by its text: a text with inlined values is seldom
+                // seen twice, and would only push out texts that are.
+                return shape::remap(&e.class, &e.literals, &s.literals);
+            }
         }
         let (class, parsed) = self.classify_uncached(sql);
         let class = Arc::new(class);
@@ -153,16 +143,16 @@ impl Classifier {
                     class: Arc::clone(&class),
                     literals: literals.into(),
                 };
-                self.shapes.insert(&key, entry);
+                self.cache.shapes.insert(&key, entry);
             }
         }
-        self.cache.insert(sql, Arc::clone(&class));
+        self.cache.texts.insert(sql, Arc::clone(&class));
         class
     }
 
     /// The classification, and whether the text parsed.
     pub(super) fn classify_uncached(&self, sql: &str) -> (Classification, bool) {
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.cache.count_miss();
         let (classification, path) = classify_text(sql, &self.settings);
         let counter = match path {
             ParsePath::Parsed => return (classification, true),
@@ -181,12 +171,11 @@ impl Classifier {
             too_large: self.too_large.load(Ordering::Relaxed),
             ..ClassifierStats::default()
         };
-        stats.misses = self.misses.load(Ordering::Relaxed);
-        for cache in [self.cache.stats(), self.shapes.stats()] {
-            stats.hits += cache.hits;
-            stats.entries += cache.entries;
-            stats.bytes += cache.bytes;
-        }
+        let cache = self.cache.stats();
+        stats.hits = cache.hits;
+        stats.misses = cache.misses;
+        stats.entries = cache.entries;
+        stats.bytes = cache.bytes;
         stats
     }
 }
@@ -217,7 +206,7 @@ mod tests {
     #[test]
     fn evicts_to_capacity_and_keeps_used_entries() {
         let c = Classifier::new(40);
-        assert_eq!(c.cache.shard_count(), 1);
+        assert_eq!(c.cache.texts.shard_count(), 1);
         let hot = c.classify("SELECT hot");
         for i in 0..200 {
             c.classify(&format!("SELECT c{i}"));

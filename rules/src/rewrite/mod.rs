@@ -21,16 +21,15 @@ mod names;
 mod scope;
 mod walk;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use regex::Regex;
 
 pub use catalog::{validate, Catalog};
 
-use crate::classify::shape::{shape, Shape};
+use crate::classify::shape::Shape;
 use crate::config::RewriteMap;
-use crate::textcache::{CacheStats, TextCache, Weigh, MAX_CACHED_TEXT_BYTES};
+use crate::textcache::{cacheable_shape, CacheStats, TextAndShape, Weigh};
 use by_shape::ShapeRewrite;
 use names::Names;
 use walk::Walker;
@@ -68,9 +67,7 @@ impl Weigh for Rewrite {
 pub struct Rewriter {
     names: Names,
     replace: Vec<(Regex, String)>,
-    cache: TextCache<Rewrite>,
-    shapes: TextCache<ShapeRewrite>,
-    misses: AtomicU64,
+    cache: TextAndShape<Rewrite, ShapeRewrite>,
 }
 
 /// Cache counters of a [`Rewriter`].
@@ -99,9 +96,7 @@ impl Rewriter {
         Rewriter {
             names: Names::new(map, target, source),
             replace: map.replace.clone(),
-            cache: TextCache::new(cache_capacity, CACHE_BYTES / 2),
-            shapes: TextCache::new(cache_capacity, CACHE_BYTES / 2),
-            misses: AtomicU64::new(0),
+            cache: TextAndShape::new(cache_capacity, CACHE_BYTES),
         }
     }
 
@@ -115,29 +110,33 @@ impl Rewriter {
         if self.is_noop() {
             return Rewrite::Unchanged;
         }
-        if let Some(hit) = self.cache.get(sql) {
+        if let Some(hit) = self.cache.texts.get(sql) {
             return hit;
         }
         // `replace:` regexes may match inside literals: no sharing then.
-        let shape = (self.replace.is_empty() && sql.len() <= MAX_CACHED_TEXT_BYTES)
-            .then(|| shape(sql))
+        let shape = self
+            .replace
+            .is_empty()
+            .then(|| cacheable_shape(sql))
             .flatten();
+        // A shape already found to need a rewrite per text is not learned
+        // again.
         let mut learn = shape.is_some();
         if let Some(s) = &shape {
-            if let Some(t) = self.shapes.get(&s.key) {
+            if let Some(t) = self.cache.shapes.get(&s.key) {
                 match t.apply(sql, &s.literals) {
                     Some(shared) => return shared,
                     None => learn = false,
                 }
             }
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.cache.count_miss();
         let result = self.rewrite_uncached(sql);
         if let (true, Some(Shape { key, literals })) = (learn, shape) {
             let shared = by_shape::learn(self, sql, &literals, &result);
-            self.shapes.insert(&key, shared);
+            self.cache.shapes.insert(&key, shared);
         }
-        self.cache.insert(sql, result.clone());
+        self.cache.texts.insert(sql, result.clone());
         result
     }
 
@@ -149,22 +148,18 @@ impl Rewriter {
     }
 
     pub fn stats(&self) -> RewriterStats {
-        let mut stats = RewriterStats {
-            misses: self.misses.load(Ordering::Relaxed),
-            ..RewriterStats::default()
-        };
-        for CacheStats {
+        let CacheStats {
             hits,
+            misses,
             entries,
             bytes,
-            ..
-        } in [self.cache.stats(), self.shapes.stats()]
-        {
-            stats.hits += hits;
-            stats.entries += entries;
-            stats.bytes += bytes;
+        } = self.cache.stats();
+        RewriterStats {
+            hits,
+            misses,
+            entries,
+            bytes,
         }
-        stats
     }
 
     /// Always parses and deparses, whatever the text names, so tests can
