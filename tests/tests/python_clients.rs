@@ -9,22 +9,25 @@ use pgshift_tests::{fresh_db, proxy_with};
 async fn psycopg_and_asyncpg() {
     let db = fresh_db("python_clients");
     let proxy = proxy_with(&db, "").await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python_clients.py");
-    let (dsn, url) = (proxy.conninfo(), proxy.url());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .arg(dsn)
-            .arg(url)
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("python3 runs (install psycopg[binary] and asyncpg: see .ci/run)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = run_script("python_clients.py", vec![proxy.conninfo(), proxy.url()]).await;
+    assert!(stdout.contains("8 passed, 0 failed"), "{stdout}");
+}
+
+/// Runs `tests/clients/<script>` with `args`; its stdout, once it exited
+/// with success (its stderr is in the panic message otherwise).
+async fn run_script(script: &'static str, args: Vec<String>) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("clients")
+        .join(script);
+    let out =
+        tokio::task::spawn_blocking(move || Command::new("python3").arg(path).args(args).output())
+            .await
+            .unwrap()
+            .expect("python3 runs (install psycopg[binary] and asyncpg: see .ci/run)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("8 passed, 0 failed"), "{stdout}\n{stderr}");
+    assert!(out.status.success(), "{script}: {stdout}\n{stderr}");
+    stdout
 }
 
 /// Values inlined by the client (psycopg's ClientCursor), every statement
@@ -47,17 +50,8 @@ async fn inlined_values_are_mirrored_compared_and_parsed_once_per_shape() {
          compare: { sample: 100 }\n",
     )
     .await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/inline_values.py");
-    let dsn = proxy.conninfo();
-    let out =
-        tokio::task::spawn_blocking(move || Command::new("python3").arg(script).arg(dsn).output())
-            .await
-            .unwrap()
-            .expect("python3 runs (install psycopg[binary]: see .ci/run)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("ok 200"), "{stdout}\n{stderr}");
+    let stdout = run_script("inline_values.py", vec![proxy.conninfo()]).await;
+    assert!(stdout.contains("ok 200"), "{stdout}");
 
     let s = pgshift_tests::http::get_json(proxy.admin(), "/status").await;
     // 467 statements of 3 shapes (psycopg's own setup statements aside).
