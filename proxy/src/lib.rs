@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod bounded;
 pub mod catalog;
 pub mod cluster;
 pub mod compare;

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::link::{Job, MirrorItem, MirrorState};
 use super::{now_rfc3339, Diverged};
 use crate::backend::{self, ConnectOptions};
+use crate::bounded::Bound;
 use crate::compare::{compare, MismatchContext, MismatchRecord, Redaction, ResultDigest, Role};
 use crate::server::Shared;
 use crate::session::observe::{MirrorResult, PrimaryOutcome};
@@ -25,7 +26,8 @@ use crate::stream::Stream;
 
 /// How long the mirror waits for the primary's outcome of a batch it needs
 /// it for; past that the comparison is skipped (a transaction end is then
-/// replayed as ROLLBACK, the safe side).
+/// replayed as ROLLBACK, the safe side). With comparison on, every
+/// statement waits, hence one [`Bound`] per mirror rather than a timer each.
 const PRIMARY_WAIT: Duration = Duration::from_secs(60);
 
 /// Most items sent in one write.
@@ -68,6 +70,7 @@ pub async fn run(
     let mut retry_at = Instant::now();
     let mut batch: Vec<MirrorItem> = Vec::new();
     let mut out = BytesMut::new();
+    let mut primary_wait = Bound::new(PRIMARY_WAIT);
     loop {
         let first = tokio::select! {
             item = rx.recv() => match item { Some(i) => i, None => break },
@@ -102,7 +105,15 @@ pub async fn run(
         }
         let mut finished = 0;
         let outcome = match conn.as_mut() {
-            Some(c) => run_batch(c, backend, &shared, &mut batch, &mut out, &mut finished).await,
+            Some(c) => {
+                let mut b = Batch {
+                    items: &mut batch,
+                    out: &mut out,
+                    primary_wait: &mut primary_wait,
+                    finished: &mut finished,
+                };
+                run_batch(c, backend, &shared, &mut b).await
+            }
             None => Err("mirror backend unreachable".to_owned()),
         };
         if let Err(reason) = &outcome {
@@ -161,30 +172,38 @@ fn sends_early(item: &MirrorItem) -> bool {
     }
 }
 
+/// One write's worth of queued items and what handling them needs.
+struct Batch<'a> {
+    items: &'a mut [MirrorItem],
+    out: &'a mut BytesMut,
+    primary_wait: &'a mut Bound,
+    /// How many items are done.
+    finished: &'a mut usize,
+}
+
 /// Sends the batch (all of it but a final transaction end in one write)
-/// and handles the answers in order; `finished` counts the items done.
+/// and handles the answers in order.
 async fn run_batch(
     c: &mut Conn,
     backend: BackendId,
     shared: &Shared,
-    batch: &mut [MirrorItem],
-    out: &mut BytesMut,
-    finished: &mut usize,
+    b: &mut Batch<'_>,
 ) -> Result<(), String> {
-    let early = batch.iter().take_while(|i| sends_early(i)).count();
+    let early = b.items.iter().take_while(|i| sends_early(i)).count();
     if early == 1 {
-        send(c, &batch[0].bytes).await?;
+        send(c, &b.items[0].bytes).await?;
     } else if early > 1 {
-        out.clear();
-        for item in &batch[..early] {
-            out.extend_from_slice(&item.bytes);
+        b.out.clear();
+        for item in &b.items[..early] {
+            b.out.extend_from_slice(&item.bytes);
         }
-        send(c, out).await?;
+        send(c, b.out).await?;
     }
     let sent_at = Instant::now();
-    for (i, item) in batch.iter_mut().enumerate() {
-        process(c, backend, shared, item, (i < early).then_some(sent_at)).await?;
-        *finished = i + 1;
+    for (i, item) in b.items.iter_mut().enumerate() {
+        let sent = (i < early).then_some(sent_at);
+        process(c, backend, shared, item, sent, b.primary_wait).await?;
+        *b.finished = i + 1;
     }
     Ok(())
 }
@@ -197,6 +216,7 @@ async fn process(
     shared: &Shared,
     item: &mut MirrorItem,
     sent: Option<Instant>,
+    primary_wait: &mut Bound,
 ) -> Result<(), String> {
     let answers = item.answers;
     let Job::Statement(job) = &mut item.job else {
@@ -223,10 +243,7 @@ async fn process(
         .span(backend, Role::Mirror, job.stats.fingerprint());
     let started = sent.unwrap_or_else(Instant::now);
     let outcome = match job.primary.take() {
-        Some(rx) => tokio::time::timeout(PRIMARY_WAIT, rx)
-            .await
-            .ok()
-            .and_then(Result::ok),
+        Some(rx) => primary_wait.wait(rx).await.ok().and_then(Result::ok),
         None => None,
     };
     if sent.is_none() {

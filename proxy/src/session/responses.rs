@@ -16,10 +16,12 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::expect::{Expect, Expectations, Head};
 use super::observe::Observer;
 use super::relay::{End, RelayError};
+use crate::bounded::Bound;
 use crate::stream::{ReadHalf, WriteHalf};
 
 /// How long a client waits for the mirror in `mirror.mode: sync` before it
-/// gets its answer anyway (with an error when failures are returned).
+/// gets its answer anyway (with an error when failures are returned). Every
+/// statement waits, hence one [`Bound`] per session rather than a timer each.
 const SYNC_MIRROR_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Reads grow a buffer in steps of at least this much.
@@ -37,6 +39,7 @@ pub struct Responses<'a> {
     readers: [Option<Reader>; 2],
     max_message_size: usize,
     span: tracing::Span,
+    sync_wait: Bound,
 }
 
 impl<'a> Responses<'a> {
@@ -52,6 +55,7 @@ impl<'a> Responses<'a> {
             readers: [None, None],
             max_message_size,
             span,
+            sync_wait: Bound::new(SYNC_MIRROR_WAIT),
         }
     }
 
@@ -159,7 +163,7 @@ impl<'a> Responses<'a> {
                 {
                     let primary_failed = o.primary_failed();
                     o.finish();
-                    let error = match tokio::time::timeout(SYNC_MIRROR_WAIT, done).await {
+                    let error = match self.sync_wait.wait(done).await {
                         Ok(Ok(result)) => result.error,
                         Ok(Err(_)) => Some((
                             "08006".to_owned(),
