@@ -4,13 +4,16 @@
 # mirroring (defaults {primary: old, mirror: new, compare: true}: every select
 # also runs, asynchronously, on a second database holding the same pgbench
 # data and both results are compared), measured in one interleaved run
-# against one throwaway cluster.
+# against one throwaway cluster. `relay` is the floor under pgshift: the
+# relay_floor example, a tokio relay with pgshift's threads and none of its
+# work (no parsing, no auth, no statistics), so what the runtime and the
+# sockets cost on this machine can be told from what pgshift adds.
 #
 #   DURATION=10 ROUNDS=3 bash benches/pgbench.sh
 #   TARGETS="direct pgshift mirrored" bash benches/pgbench.sh
 #
 # Environment knobs (defaults in brackets):
-#   TARGETS  ["direct pgbouncer pgshift mirrored"]   which targets to run, in this order
+#   TARGETS  ["direct pgbouncer relay pgshift mirrored"]   which targets to run, in this order
 #   DURATION [10]    seconds per pgbench run
 #   ROUNDS   [3]     rounds of (target x mode) throughput runs; medians are reported
 #   SCALE    [10]    pgbench -i scale factor
@@ -22,10 +25,11 @@
 #   COMPARE  [100]   the mirrored target's compare.sample; 0 mirrors without comparing
 #   OVERFLOW [block] the mirrored target's mirror.on_overflow (block or drop)
 #   PGSHIFT_BIN      use this pgshift binary instead of building one
+#   RELAY_BIN        use this relay_floor binary instead of building one
 #   PGSHIFT_PG_BIN   directory holding initdb/pg_ctl/postgres
 #   KEEP=1           keep the temp dir (logs, configs) after the run
-# Default run: 3 rounds x 4 targets x 3 modes x 10 s + 4 x (3 x 10 s latency
-# + 3 s warm-up) + setup, about 9 minutes (plus the cargo build if needed).
+# Default run: 3 rounds x 5 targets x 3 modes x 10 s + 5 x (3 x 10 s latency
+# + 3 s warm-up) + setup, about 11 minutes (plus the cargo build if needed).
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -45,7 +49,7 @@ OVERFLOW=${OVERFLOW:-block}
 [[ $OVERFLOW == block || $OVERFLOW == drop ]] || { echo "OVERFLOW must be block or drop" >&2; exit 1; }
 [[ $COMPARE =~ ^[0-9]+$ && $COMPARE -le 100 ]] || { echo "COMPARE must be 0-100" >&2; exit 1; }
 KEEP=${KEEP:-0}
-ALL_TARGETS="direct pgbouncer pgshift mirrored"
+ALL_TARGETS="direct pgbouncer relay pgshift mirrored"
 # TARGETS may come from the environment as a space-separated string.
 read -r -a TARGETS <<<"${TARGETS:-$ALL_TARGETS}"
 
@@ -69,6 +73,7 @@ has_target() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
 DIR=""
 SHIFT_PID=""
 MIRROR_PID=""
+RELAY_PID=""
 BOUNCER_PID=""
 CUR_PID="" # the pgbench (or other long command) currently running
 PG_STARTED=0
@@ -111,6 +116,7 @@ cleanup() {
     stop_pid "$CUR_PID"
     stop_pid "$SHIFT_PID"
     stop_pid "$MIRROR_PID"
+    stop_pid "$RELAY_PID"
     stop_pid "$BOUNCER_PID"
     if [[ $PG_STARTED == 1 && -f $DIR/data/postmaster.pid ]]; then
         local pmpid
@@ -213,6 +219,17 @@ if has_target pgshift || has_target mirrored; then
     fi
     [[ -x $SHIFT_BIN ]] || die "pgshift binary $SHIFT_BIN is not executable"
 fi
+RELAY=""
+if has_target relay; then
+    if [[ -n ${RELAY_BIN:-} ]]; then
+        RELAY=$RELAY_BIN
+    else
+        log "building relay_floor (cargo build --release --example relay_floor -p pgshift)"
+        (cd "$REPO" && cargo build --release -q --example relay_floor -p pgshift) >&2
+        RELAY=$REPO/target/release/examples/relay_floor
+    fi
+    [[ -x $RELAY ]] || die "relay_floor binary $RELAY is not executable"
+fi
 
 # ---------------------------------------------------------------- sandbox
 DIR=$(mktemp -d /tmp/pgshift-bench.XXXXXX)
@@ -255,6 +272,7 @@ free_port() {
 free_port PG_PORT
 free_port BOUNCER_PORT
 free_port SHIFT_PORT
+free_port RELAY_PORT
 free_port MIRROR_PORT
 free_port MIRROR_ADMIN_PORT
 
@@ -374,9 +392,16 @@ RUST_LOG=${RUST_LOG:-warn} "$SHIFT_BIN" run --config "$DIR/pgshift-mirrored.yaml
 MIRROR_PID=$!
 fi
 
-declare -A PORT=([direct]=$PG_PORT [pgbouncer]=$BOUNCER_PORT [pgshift]=$SHIFT_PORT [mirrored]=$MIRROR_PORT)
-declare -A PID_OF=([direct]="" [pgbouncer]=$BOUNCER_PID [pgshift]=$SHIFT_PID [mirrored]=$MIRROR_PID)
-declare -A LOG_OF=([direct]=postgres.log [pgbouncer]=pgbouncer.log [pgshift]=pgshift.log [mirrored]=pgshift-mirrored.log)
+# ---------------------------------------------------------------- relay floor
+if has_target relay; then
+log "relay_floor ($RELAY) on port $RELAY_PORT"
+"$RELAY" "127.0.0.1:$RELAY_PORT" "127.0.0.1:$PG_PORT" >"$DIR/relay.log" 2>&1 &
+RELAY_PID=$!
+fi
+
+declare -A PORT=([direct]=$PG_PORT [pgbouncer]=$BOUNCER_PORT [relay]=$RELAY_PORT [pgshift]=$SHIFT_PORT [mirrored]=$MIRROR_PORT)
+declare -A PID_OF=([direct]="" [pgbouncer]=$BOUNCER_PID [relay]=$RELAY_PID [pgshift]=$SHIFT_PID [mirrored]=$MIRROR_PID)
+declare -A LOG_OF=([direct]=postgres.log [pgbouncer]=pgbouncer.log [relay]=relay.log [pgshift]=pgshift.log [mirrored]=pgshift-mirrored.log)
 
 wait_ready() {
     local t=$1 pid=${PID_OF[$1]}
@@ -572,7 +597,7 @@ PROXIES=()
 for t in "${TARGETS[@]}"; do [[ -z ${PID_OF[$t]} ]] || PROXIES+=("$t"); done
 # Ratios (a/b) worth printing: both targets must have run.
 RATIOS=()
-for pair in pgshift/direct pgshift/pgbouncer pgbouncer/direct mirrored/pgshift mirrored/direct; do
+for pair in pgshift/direct pgshift/pgbouncer pgshift/relay pgbouncer/direct mirrored/pgshift mirrored/direct; do
     # mirrored/direct only when there is no pgshift to compare with.
     [[ $pair != mirrored/direct ]] || ! has_target pgshift || continue
     if has_target "${pair%/*}" && has_target "${pair#*/}"; then RATIOS+=("$pair"); fi
@@ -587,6 +612,9 @@ echo " load avg  : $LOAD0 before the runs, $(cut -d' ' -f1-3 /proc/loadavg) afte
 echo " postgres  : $pg_version (fsync=off, max_connections=200, scram-sha-256 over TCP)"
 if has_target pgbouncer; then
     echo " pgbouncer : $bouncer_version (pool_mode=session, auth_type=scram-sha-256, default_pool_size=20)"
+fi
+if has_target relay; then
+    echo " relay     : relay_floor, a tokio relay with pgshift's threads and no parsing, auth or statistics, $(threads_of "$RELAY_PID") threads"
 fi
 if [[ -n $SHIFT_BIN ]]; then
     echo " pgshift   : $shift_version, git $git_rev$git_dirty, RUST_LOG=${RUST_LOG:-warn}"
@@ -707,4 +735,9 @@ for t in pgshift mirrored; do
         status=1
     fi
 done
+if has_target relay && ! kill -0 "$RELAY_PID" 2>/dev/null; then
+    echo "relay (relay_floor) is no longer running! ---- relay.log tail ----"
+    tail -n 20 "$DIR/relay.log"
+    status=1
+fi
 exit "$status"
