@@ -62,27 +62,22 @@ async fn relay(client: std::net::TcpStream, upstream: SocketAddr) -> std::io::Re
     let server = TcpStream::connect(upstream).await?;
     client.set_nodelay(true)?;
     server.set_nodelay(true)?;
-    let (mut cr, mut cw) = client.into_split();
-    let (mut sr, mut sw) = server.into_split();
-    let up = async {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = cr.read(&mut buf).await?;
-            if n == 0 {
-                return sw.shutdown().await;
-            }
-            sw.write_all(&buf[..n]).await?;
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    tokio::try_join!(pipe(cr, sw), pipe(sr, cw)).map(|_| ())
+}
+
+/// Copies until `from` ends, then closes the write side of `to`.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
         }
-    };
-    let down = async {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = sr.read(&mut buf).await?;
-            if n == 0 {
-                return cw.shutdown().await;
-            }
-            cw.write_all(&buf[..n]).await?;
-        }
-    };
-    tokio::try_join!(up, down).map(|_| ())
+        to.write_all(&buf[..n]).await?;
+    }
 }
