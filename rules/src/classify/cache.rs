@@ -69,7 +69,8 @@ impl Default for ClassifierOptions {
 /// Classifies query texts, remembering recent results. `Send + Sync`; share
 /// one per configuration (or per process) behind an `Arc`.
 pub struct Classifier {
-    /// By shape only for texts whose classification is shareable.
+    /// By exact text, and by shape for texts whose classification is
+    /// shareable.
     cache: TextAndShape<Arc<Classification>, ShapeEntry>,
     settings: Settings,
     /// Rare events, so a shared atomic costs nothing on the hit path.

@@ -114,25 +114,24 @@ impl Rewriter {
             return hit;
         }
         // `replace:` regexes may match inside literals: no sharing then.
-        let shape = self
+        let mut shape = self
             .replace
             .is_empty()
             .then(|| cacheable_shape(sql))
             .flatten();
-        // A shape already found to need a rewrite per text is not learned
-        // again.
-        let mut learn = shape.is_some();
         if let Some(s) = &shape {
             if let Some(t) = self.cache.shapes.get(&s.key) {
                 match t.apply(sql, &s.literals) {
                     Some(shared) => return shared,
-                    None => learn = false,
+                    // Already found to need a rewrite per text: not
+                    // learned again.
+                    None => shape = None,
                 }
             }
         }
         self.cache.count_miss();
         let result = self.rewrite_uncached(sql);
-        if let (true, Some(Shape { key, literals })) = (learn, shape) {
+        if let Some(Shape { key, literals }) = shape {
             let shared = by_shape::learn(self, sql, &literals, &result);
             self.cache.shapes.insert(&key, shared);
         }
