@@ -70,6 +70,18 @@ pub async fn run(
     };
     tokio::select! {
         r = &mut front => match r {
+            Ok(End::ClientLeft) => {
+                // Postgres sends every answer owed before it reads a
+                // Terminate (or notices the end of the stream): a client
+                // that pipelines and leaves gets them from pgshift too, for
+                // as long as it reads.
+                tokio::select! {
+                    _ = &mut back => {},
+                    _ = exp.wait_empty() => {},
+                    _ = shutdown.force.cancelled() => return Ok(End::Forced),
+                }
+                Ok(End::ClientLeft)
+            }
             Ok(end) => Ok(end),
             Err(e) => {
                 // Let the client have the answers it is owed (including an
