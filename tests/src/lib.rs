@@ -135,6 +135,7 @@ pub fn free_port() -> u16 {
 pub mod http;
 pub mod pgbench;
 mod proxy;
+pub mod raw;
 pub use proxy::{
     base_yaml, mark_sides, proxy_from_file, proxy_with, proxy_with_yaml, side, side_simple,
     TestProxy, SCRAM_AUTH, TRUST_AUTH,

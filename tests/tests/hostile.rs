@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use pgshift_protocol::{backend, encode, startup};
-use pgshift_tests::{fresh_db, proxy_with, TestProxy};
+use pgshift_tests::{fresh_db, proxy_with, raw, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -35,58 +35,8 @@ async fn still_serving(proxy: &TestProxy) {
     assert_eq!(v, 1);
 }
 
-/// Logs in as app over raw TCP and returns the stream after ReadyForQuery,
-/// along with the BackendKeyData pid.
 async fn raw_login(proxy: &TestProxy) -> (TcpStream, u32) {
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let mut out = BytesMut::new();
-    encode::startup_message(&mut out, [("user", "app"), ("database", proxy.db.as_str())]);
-    s.write_all(&out).await.unwrap();
-    let mut buf = BytesMut::new();
-    let mut scram: Option<pgshift_protocol::auth::scram::ScramClient> = None;
-    let mut pid = None;
-    loop {
-        let f = read_frame(&mut s, &mut buf).await;
-        match f.tag() {
-            b'R' => match backend::authentication(f.body()).unwrap() {
-                backend::Authentication::Sasl { .. } => {
-                    let c = pgshift_protocol::auth::scram::ScramClient::new(b"app-secret");
-                    out.clear();
-                    encode::sasl_initial_response(&mut out, "SCRAM-SHA-256", c.client_first());
-                    s.write_all(&out).await.unwrap();
-                    scram = Some(c);
-                }
-                backend::Authentication::SaslContinue { data } => {
-                    let reply = scram.as_mut().unwrap().server_first(data).unwrap();
-                    out.clear();
-                    encode::sasl_response(&mut out, &reply);
-                    s.write_all(&out).await.unwrap();
-                }
-                backend::Authentication::SaslFinal { data } => {
-                    scram.as_mut().unwrap().server_final(data).unwrap()
-                }
-                backend::Authentication::Ok => {}
-                other => panic!("unexpected {other:?}"),
-            },
-            b'K' => pid = Some(backend::backend_key_data(f.body()).unwrap().pid),
-            b'Z' => return (s, pid.expect("BackendKeyData before ReadyForQuery")),
-            b'E' => panic!("login failed: {:?}", String::from_utf8_lossy(f.body())),
-            _ => {}
-        }
-    }
-}
-
-async fn read_frame(s: &mut TcpStream, buf: &mut BytesMut) -> pgshift_protocol::Frame {
-    loop {
-        if let Some(f) = pgshift_protocol::decode_frame(buf, 1 << 30).unwrap() {
-            return f;
-        }
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read_buf(buf))
-            .await
-            .expect("reply in time")
-            .unwrap();
-        assert!(n > 0, "connection closed");
-    }
+    raw::login(proxy.addr, &proxy.db).await
 }
 
 #[tokio::test]
@@ -241,7 +191,7 @@ async fn backend_key_data_carries_the_real_pid() {
     let mut buf = BytesMut::new();
     let mut seen = None;
     loop {
-        let f = read_frame(&mut s, &mut buf).await;
+        let f = raw::read_frame(&mut s, &mut buf).await;
         match f.tag() {
             b'D' => {
                 let row = backend::DataRow::parse(f.body()).unwrap();

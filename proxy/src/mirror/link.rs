@@ -26,6 +26,21 @@ pub struct MirrorItem {
     /// ReadyForQuery messages the bytes produce.
     pub answers: usize,
     pub job: Job,
+    /// The mirror connection (by [`MirrorState::epoch`]) the session had
+    /// seen when it queued the item: the bytes may lean on session state
+    /// that only that connection has.
+    pub epoch: u64,
+}
+
+impl MirrorItem {
+    pub fn new(bytes: Bytes, answers: usize, job: Job) -> Self {
+        MirrorItem {
+            bytes,
+            answers,
+            job,
+            epoch: 0,
+        }
+    }
 }
 
 pub enum Job {
@@ -149,7 +164,8 @@ impl MirrorLink {
 
     /// Queues a statement; the caller checked for room (or decided to
     /// exceed nothing: the channel has slack only for control items).
-    pub fn push_statement(&self, item: MirrorItem, write: bool) -> bool {
+    pub fn push_statement(&self, mut item: MirrorItem, write: bool) -> bool {
+        item.epoch = self.seen_epoch;
         let len = item.bytes.len();
         self.state.queued.fetch_add(1, Ordering::AcqRel);
         self.state.queued_bytes.fetch_add(len, Ordering::AcqRel);
@@ -170,7 +186,8 @@ impl MirrorLink {
     }
 
     /// Queues pgshift's own item; false when even the slack is used up.
-    pub fn push_control(&self, item: MirrorItem) -> bool {
+    pub fn push_control(&self, mut item: MirrorItem) -> bool {
+        item.epoch = self.seen_epoch;
         self.tx.try_send(item).is_ok()
     }
 }

@@ -66,6 +66,8 @@ pub async fn run(
 ) {
     let mut conn: Option<Conn> = None;
     let mut ever_connected = false;
+    // The epoch of `conn`: items queued for another one are stale.
+    let mut conn_epoch = 0;
     let mut backoff = MIN_BACKOFF;
     let mut retry_at = Instant::now();
     let mut batch: Vec<MirrorItem> = Vec::new();
@@ -90,7 +92,7 @@ pub async fn run(
                 Ok(c) => {
                     if ever_connected {
                         // A new connection has none of the session's state.
-                        state.epoch.fetch_add(1, Ordering::AcqRel);
+                        conn_epoch = state.epoch.fetch_add(1, Ordering::AcqRel) + 1;
                     }
                     ever_connected = true;
                     backoff = MIN_BACKOFF;
@@ -103,19 +105,33 @@ pub async fn run(
                 }
             }
         }
+        // What the session queued before it knew of a reconnection leans on
+        // state (SETs, prepared statements, an open transaction) that died
+        // with the old connection: running it here would fail, or apply half
+        // a transaction. It is missed; the session replays its state and
+        // drops the rest of an open transaction once it sees the new epoch.
+        let mut stale = 0;
+        if conn.is_some() {
+            stale = batch.iter().take_while(|i| i.epoch != conn_epoch).count();
+            for item in &mut batch[..stale] {
+                missed(&shared, backend, &session, item, "mirror connection lost");
+            }
+        }
         let mut finished = 0;
         let outcome = match conn.as_mut() {
-            Some(c) => {
+            Some(c) if stale < batch.len() => {
                 let mut b = Batch {
-                    items: &mut batch,
+                    items: &mut batch[stale..],
                     out: &mut out,
                     primary_wait: &mut primary_wait,
                     finished: &mut finished,
                 };
                 run_batch(c, backend, &shared, &mut b).await
             }
+            Some(_) => Ok(()),
             None => Err("mirror backend unreachable".to_owned()),
         };
+        finished += stale;
         if let Err(reason) = &outcome {
             if conn.take().is_some() {
                 tracing::warn!(%backend, %reason, "mirror connection lost");

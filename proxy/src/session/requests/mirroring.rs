@@ -233,21 +233,26 @@ impl Requests<'_> {
         let target = batch.target;
         let slot = mirror_slot(target);
         self.ensure_mirror(target);
-        if self.mirrors[target.index()]
+        let i = target.index();
+        if self.mirrors[i]
             .as_mut()
             .is_some_and(MirrorLink::reconnected)
         {
             self.state.reset(slot);
+            // The transaction's earlier statements died with the old
+            // connection (or were never run on the new one): the rest must
+            // not be applied there on its own. A batch that carries the
+            // held BEGIN starts the mirror's transaction afresh.
+            let in_transaction =
+                self.exp.visible_status() != pgshift_protocol::backend::TransactionStatus::Idle;
+            if in_transaction && batch.begin.is_none() && self.dropping[i].is_none() {
+                self.dropping[i] = Some("mirror connection lost: rest of the transaction dropped");
+            }
         }
-        let i = target.index();
-        if self.dropping[i] {
-            self.count_dropped(
-                target,
-                &batch.stats,
-                "mirror queue full: rest of the transaction dropped",
-            );
+        if let Some(reason) = self.dropping[i] {
+            self.count_dropped(target, &batch.stats, reason);
             if ends_transaction {
-                self.dropping[i] = false;
+                self.dropping[i] = None;
                 let mut rb = BytesMut::new();
                 encode::query(&mut rb, "ROLLBACK");
                 self.mirror_control(target, rb.freeze(), 1);
@@ -278,7 +283,8 @@ impl Requests<'_> {
                     let in_transaction = self.exp.visible_status()
                         != pgshift_protocol::backend::TransactionStatus::Idle;
                     if in_transaction && !ends_transaction {
-                        self.dropping[i] = true;
+                        self.dropping[i] =
+                            Some("mirror queue full: rest of the transaction dropped");
                     }
                     self.count_dropped(target, &batch.stats, "mirror queue full");
                     if in_transaction && ends_transaction {
@@ -295,10 +301,10 @@ impl Requests<'_> {
         }
         let write = batch.write;
         let compare = batch.compare.filter(|_| batch.executes);
-        let item = MirrorItem {
-            bytes: batch.bytes.freeze(),
-            answers: 1,
-            job: Job::Statement(Box::new(StatementJob {
+        let item = MirrorItem::new(
+            batch.bytes.freeze(),
+            1,
+            Job::Statement(Box::new(StatementJob {
                 stats: Arc::clone(&batch.stats),
                 tally: batch.tally,
                 write,
@@ -309,7 +315,7 @@ impl Requests<'_> {
                 primary_backend: target.other(),
                 done: batch.done,
             })),
-        };
+        );
         let counters = self.shared.mirroring.counters(target);
         let Some(link) = self.mirrors[i].as_ref() else {
             return Ok(());
@@ -432,11 +438,7 @@ impl Requests<'_> {
 
     fn mirror_control(&mut self, target: BackendId, bytes: Bytes, answers: usize) {
         self.ensure_mirror(target);
-        let item = MirrorItem {
-            bytes,
-            answers,
-            job: Job::Replay,
-        };
+        let item = MirrorItem::new(bytes, answers, Job::Replay);
         let pushed = self.mirrors[target.index()]
             .as_ref()
             .is_some_and(|l| l.push_control(item));

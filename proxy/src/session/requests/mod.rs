@@ -100,8 +100,8 @@ pub struct Requests<'a> {
     batch_mirror: Option<mirroring::BatchMirror>,
     /// A held BEGIN just sent to the primary, for a mirror to replay too.
     begun: Option<Vec<Frame>>,
-    /// Per mirror: the rest of this transaction is being dropped.
-    dropping: [bool; 2],
+    /// Per mirror: the rest of this transaction is being dropped, and why.
+    dropping: [Option<&'static str>; 2],
     /// A COPY FROM STDIN whose data is still coming: Syncs are ignored by
     /// the backend until CopyDone or CopyFail, so they end no batch here.
     copy_in: Option<CopyIn>,
@@ -143,7 +143,7 @@ impl<'a> Requests<'a> {
             mirrors: [None, None],
             batch_mirror: None,
             begun: None,
-            dropping: [false; 2],
+            dropping: [None; 2],
             copy_in: None,
             bound_copy_in: false,
         }

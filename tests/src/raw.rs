@@ -1,0 +1,68 @@
+//! A client speaking the wire protocol by hand, for tests that must see
+//! exactly which messages arrive (or send what no driver would).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use pgshift_protocol::auth::scram::ScramClient;
+use pgshift_protocol::{backend, encode, Frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Logs in as [`crate::APP_USER`] (SCRAM with [`crate::APP_PASSWORD`], or
+/// trust) and returns the stream after ReadyForQuery, with the pid from
+/// BackendKeyData.
+pub async fn login(addr: SocketAddr, db: &str) -> (TcpStream, u32) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut out = BytesMut::new();
+    encode::startup_message(&mut out, [("user", crate::APP_USER), ("database", db)]);
+    s.write_all(&out).await.unwrap();
+    let mut buf = BytesMut::new();
+    let mut scram: Option<ScramClient> = None;
+    let mut pid = None;
+    loop {
+        let f = read_frame(&mut s, &mut buf).await;
+        match f.tag() {
+            b'R' => match backend::authentication(f.body()).unwrap() {
+                backend::Authentication::Sasl { .. } => {
+                    let c = ScramClient::new(crate::APP_PASSWORD.as_bytes());
+                    out.clear();
+                    encode::sasl_initial_response(&mut out, "SCRAM-SHA-256", c.client_first());
+                    s.write_all(&out).await.unwrap();
+                    scram = Some(c);
+                }
+                backend::Authentication::SaslContinue { data } => {
+                    let reply = scram.as_mut().unwrap().server_first(data).unwrap();
+                    out.clear();
+                    encode::sasl_response(&mut out, &reply);
+                    s.write_all(&out).await.unwrap();
+                }
+                backend::Authentication::SaslFinal { data } => {
+                    scram.as_mut().unwrap().server_final(data).unwrap()
+                }
+                backend::Authentication::Ok => {}
+                other => panic!("unexpected {other:?}"),
+            },
+            b'K' => pid = Some(backend::backend_key_data(f.body()).unwrap().pid),
+            b'Z' => return (s, pid.expect("BackendKeyData before ReadyForQuery")),
+            b'E' => panic!("login failed: {:?}", String::from_utf8_lossy(f.body())),
+            _ => {}
+        }
+    }
+}
+
+/// The next message, waiting at most 10 s for it; panics if the connection
+/// closes first.
+pub async fn read_frame(s: &mut TcpStream, buf: &mut BytesMut) -> Frame {
+    loop {
+        if let Some(f) = pgshift_protocol::decode_frame(buf, 1 << 30).unwrap() {
+            return f;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read_buf(buf))
+            .await
+            .expect("reply in time")
+            .unwrap();
+        assert!(n > 0, "connection closed");
+    }
+}
