@@ -480,3 +480,38 @@ fn texts_over_the_parse_limit_are_not_parsed() {
     assert!(small.len() < 10_000);
     assert!(cl.classify(&small).parse_error.is_none());
 }
+
+#[test]
+fn wrappable_writes() {
+    let cl = classifier();
+    for sql in [
+        "INSERT INTO t VALUES (1)",
+        "UPDATE t SET a = a + 1 WHERE id = $1",
+        "DELETE FROM t WHERE id = 2",
+        "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE",
+        "INSERT INTO t VALUES (1); UPDATE t SET a = 2; SELECT 1",
+        "WITH d AS (DELETE FROM t RETURNING *) INSERT INTO u SELECT * FROM d",
+        "SELECT nextval('s')",
+        "SELECT * FROM t FOR UPDATE",
+        "COPY t FROM STDIN",
+    ] {
+        assert!(cl.classify(sql).wrappable_write(), "{sql}");
+    }
+    for sql in [
+        "SELECT 1",
+        "CALL p()",
+        "DO $$ BEGIN COMMIT; END $$",
+        "VACUUM t",
+        "CREATE INDEX CONCURRENTLY i ON t (a)",
+        "TRUNCATE t",
+        "CREATE TABLE x (a int)",
+        "BEGIN; INSERT INTO t VALUES (1); COMMIT",
+        "INSERT INTO t VALUES (1); COMMIT",
+        "INSERT INTO t VALUES (1); VACUUM t",
+        "SET a.b = 1",
+        "INSERT INTO t VALUES (",
+        "EXPLAIN ANALYZE INSERT INTO t VALUES (1)",
+    ] {
+        assert!(!cl.classify(sql).wrappable_write(), "{sql}");
+    }
+}

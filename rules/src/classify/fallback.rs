@@ -26,6 +26,7 @@ pub(super) fn unparsed(sql: &str, tokens: Option<&[ScanToken]>) -> Statement {
         span: super::parse::trimmed(sql, 0..sql.len()),
         txn: None,
         session: None,
+        transaction_safe: false,
     }
 }
 
@@ -88,6 +89,7 @@ pub(super) fn too_deep(text: &str, offset: usize, write_functions: &WriteFunctio
         span,
         txn: None,
         session: None,
+        transaction_safe: false,
     }
 }
 

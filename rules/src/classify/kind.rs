@@ -18,6 +18,7 @@ pub(super) struct Shape {
     pub has_order_by: bool,
     pub txn: Option<TxnControl>,
     pub session: Option<SessionEffect>,
+    pub transaction_safe: bool,
 }
 
 impl Shape {
@@ -27,6 +28,15 @@ impl Shape {
             has_order_by: false,
             txn: None,
             session: None,
+            transaction_safe: false,
+        }
+    }
+
+    /// A query, plain DML or COPY: runs the same inside a transaction block.
+    fn dml(kind: Kind) -> Shape {
+        Shape {
+            transaction_safe: true,
+            ..Shape::kind(kind)
         }
     }
 
@@ -56,16 +66,18 @@ pub(super) fn shape(
     match stmt {
         N::SelectStmt(s) => Shape {
             has_order_by: !s.sort_clause.is_empty(),
-            ..Shape::kind(query_kind(effects))
+            ..Shape::dml(query_kind(effects))
         },
         N::VariableShowStmt(_) => Shape::kind(Kind::Read),
         N::ExplainStmt(e) => explain(e, effects, prepared),
 
-        N::InsertStmt(_)
-        | N::UpdateStmt(_)
-        | N::DeleteStmt(_)
-        | N::MergeStmt(_)
-        | N::TruncateStmt(_)
+        N::InsertStmt(_) | N::UpdateStmt(_) | N::DeleteStmt(_) | N::MergeStmt(_) => {
+            Shape::dml(Kind::Write)
+        }
+
+        // CALL and DO may commit inside; the rest are writes, but not
+        // ones the mirror wraps in a transaction of its own.
+        N::TruncateStmt(_)
         | N::LockStmt(_)
         | N::NotifyStmt(_)
         | N::CallStmt(_)
@@ -80,7 +92,7 @@ pub(super) fn shape(
                 c.query.as_deref().and_then(|q| q.node.as_ref()),
                 Some(N::SelectStmt(s)) if !s.sort_clause.is_empty()
             ),
-            ..Shape::kind(Kind::Copy)
+            ..Shape::dml(Kind::Copy)
         },
 
         N::TransactionStmt(t) => Shape::txn(transaction(t)),

@@ -103,6 +103,19 @@ impl Classification {
         self.statements.iter().find(|s| s.kind != Kind::Transaction)
     }
 
+    /// Writes (or a COPY, which may be one), and only statements that run
+    /// the same inside a transaction block
+    /// ([`Statement::transaction_safe`]): run outside a transaction, such a
+    /// text can be wrapped in one and rolled back after the fact.
+    pub fn wrappable_write(&self) -> bool {
+        self.parse_error.is_none()
+            && self.statements.iter().all(|s| s.transaction_safe)
+            && self
+                .statements
+                .iter()
+                .any(|s| matches!(s.kind, Kind::Write | Kind::Copy))
+    }
+
     /// A rough byte count for the cache's memory budget.
     pub(crate) fn approx_bytes(&self) -> usize {
         let tables: usize = self
@@ -161,6 +174,12 @@ pub struct Statement {
     /// transaction, which the proxy must recreate on any other backend the
     /// session later uses (SPEC guarantee 8).
     pub session: Option<SessionEffect>,
+    /// A query, a plain INSERT/UPDATE/DELETE/MERGE or a COPY: Postgres runs
+    /// it the same inside a transaction block as in autocommit. False for what
+    /// refuses a block (VACUUM, CREATE INDEX CONCURRENTLY, ...), may end a
+    /// transaction itself (CALL, DO), controls transactions, or did not
+    /// parse.
+    pub transaction_safe: bool,
 }
 
 impl Statement {

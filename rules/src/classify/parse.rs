@@ -129,6 +129,7 @@ fn statement(node: &NodeEnum, span: Range<usize>, write_functions: &WriteFunctio
         span,
         txn: shape.txn,
         session: shape.session,
+        transaction_safe: shape.transaction_safe,
     }
 }
 
