@@ -116,6 +116,90 @@ async fn a_rolled_back_transaction_leaves_no_trace_on_the_mirror() {
     );
 }
 
+/// A write outside a transaction that fails on the primary only (a
+/// constraint OLD has and NEW lacks, a cancel) is rolled back on the
+/// mirror: the mirror runs it inside a transaction of its own and commits
+/// only what the primary committed. Simple and extended protocol, a
+/// multi-statement text, a cancelled UPDATE.
+#[tokio::test]
+async fn an_autocommit_write_the_primary_failed_leaves_no_trace_on_the_mirror() {
+    let db = fresh_db("mirror_autocommit");
+    psql_both(
+        &db,
+        "CREATE TABLE t (id int primary key, v int); GRANT ALL ON t TO PUBLIC;
+         INSERT INTO t VALUES (0, 0);",
+    );
+    old_and_new()
+        .old
+        .psql(&db, "ALTER TABLE t ADD CHECK (v < 100)")
+        .unwrap();
+    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    let c = proxy.client().await;
+    let err = c.batch_execute("INSERT INTO t VALUES (1, 500)").await;
+    assert!(err.is_err(), "OLD refuses it");
+    let err = c
+        .execute("UPDATE t SET v = $1 WHERE id = 0", &[&600i32])
+        .await;
+    assert!(err.is_err(), "OLD refuses it");
+    // One implicit transaction: the first INSERT goes with the second.
+    let err = c
+        .batch_execute("INSERT INTO t VALUES (2, 2); INSERT INTO t VALUES (3, 700)")
+        .await;
+    assert!(err.is_err(), "OLD refuses it");
+    c.execute("INSERT INTO t VALUES ($1, $2)", &[&4i32, &4i32])
+        .await
+        .unwrap();
+
+    // Pipelined: the INSERTs are planned before BEGIN's answer is back,
+    // while the session still looks idle. The transaction fails on OLD, so
+    // none of it may reach NEW.
+    let (a, b, d, e) = tokio::join!(
+        c.simple_query("BEGIN"),
+        c.simple_query("INSERT INTO t VALUES (5, 5)"),
+        c.simple_query("INSERT INTO t VALUES (6, 800)"),
+        c.simple_query("COMMIT"),
+    );
+    assert!(a.is_ok() && b.is_ok() && d.is_err() && e.is_ok());
+
+    // A cancelled UPDATE: the mirror runs the same sleep, and must not
+    // keep what the primary gave up.
+    let cancel = c.cancel_token();
+    let started = Instant::now();
+    let update = tokio::spawn(async move {
+        let r = c
+            .batch_execute("UPDATE t SET v = v + 1 WHERE pg_sleep(1) IS NOT NULL")
+            .await;
+        (c, r)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let (c, r) = update.await.unwrap();
+    let code = r.expect_err("cancelled").code().cloned();
+    assert_eq!(code, Some(tokio_postgres::error::SqlState::QUERY_CANCELED));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    c.batch_execute("UPDATE t SET v = v + 10 WHERE id = 4")
+        .await
+        .unwrap();
+    // Also waits for the mirror's copy of the cancelled UPDATE, which
+    // sleeps its full two seconds there.
+    proxy.mirrors_drained().await;
+
+    let rows = "SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM t";
+    assert_eq!(one(&url_old(&db), rows).await, "0:0,4:14");
+    assert_eq!(one(&url_new(&db), rows).await, "0:0,4:14");
+    let counters = proxy
+        .inner()
+        .shared()
+        .mirroring
+        .counters(BackendId::New)
+        .snapshot();
+    assert_eq!(
+        (counters.errors, counters.dropped),
+        (0, 0),
+        "rolling back what the primary did not do is no failure: {counters:?}"
+    );
+}
+
 #[tokio::test]
 async fn copy_from_stdin_is_mirrored() {
     let db = fresh_db("mirror_copy");

@@ -62,6 +62,9 @@ pub struct StatementJob {
     pub primary: Option<oneshot::Receiver<PrimaryOutcome>>,
     /// Ends a transaction: replay it as ROLLBACK unless the primary committed.
     pub ends_transaction: bool,
+    /// A write outside any transaction: run it inside BEGIN and COMMIT
+    /// only if the primary's batch succeeded, else ROLLBACK.
+    pub wrap: bool,
     pub compare: Option<CompareJob>,
     pub primary_backend: BackendId,
     /// Sync mirroring: the client's answer waits for this.

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::link::{Job, MirrorItem, MirrorState};
+use super::link::{Job, MirrorItem, MirrorState, StatementJob};
 use super::{now_rfc3339, Diverged};
 use crate::backend::{self, ConnectOptions};
 use crate::bounded::Bound;
@@ -54,6 +54,8 @@ struct Conn {
 #[derive(Default)]
 struct Answer {
     error: Option<(String, String)>,
+    /// A warning that a transaction was already in progress (25001).
+    already_in_transaction: bool,
 }
 
 pub async fn run(
@@ -79,9 +81,10 @@ pub async fn run(
             _ = stop.cancelled() => break,
         };
         // What else is queued goes out with it, in one write; an item that
-        // must see the primary's outcome before it is sent ends the batch.
+        // must see the primary's outcome before it is sent, or before what
+        // follows it may be, ends the batch.
         batch.push(first);
-        while batch.len() < MAX_BATCH && sends_early(&batch[batch.len() - 1]) {
+        while batch.len() < MAX_BATCH && !ends_batch(&batch[batch.len() - 1]) {
             match rx.try_recv() {
                 Ok(item) => batch.push(item),
                 Err(_) => break,
@@ -121,6 +124,7 @@ pub async fn run(
         let outcome = match conn.as_mut() {
             Some(c) if stale < batch.len() => {
                 let mut b = Batch {
+                    session: &session,
                     items: &mut batch[stale..],
                     out: &mut out,
                     primary_wait: &mut primary_wait,
@@ -188,8 +192,23 @@ fn sends_early(item: &MirrorItem) -> bool {
     }
 }
 
+/// Whether nothing may follow the item in the same write: a transaction's
+/// end, and a wrapped write, whose COMMIT or ROLLBACK must come before
+/// the next item.
+fn ends_batch(item: &MirrorItem) -> bool {
+    match &item.job {
+        Job::Replay => false,
+        Job::Statement(job) => job.ends_transaction || job.wrap,
+    }
+}
+
+fn wraps(item: &MirrorItem) -> bool {
+    matches!(&item.job, Job::Statement(job) if job.wrap)
+}
+
 /// One write's worth of queued items and what handling them needs.
 struct Batch<'a> {
+    session: &'a SessionMeta,
     items: &'a mut [MirrorItem],
     out: &'a mut BytesMut,
     primary_wait: &'a mut Bound,
@@ -206,11 +225,14 @@ async fn run_batch(
     b: &mut Batch<'_>,
 ) -> Result<(), String> {
     let early = b.items.iter().take_while(|i| sends_early(i)).count();
-    if early == 1 {
+    if early == 1 && !wraps(&b.items[0]) {
         send(c, &b.items[0].bytes).await?;
-    } else if early > 1 {
+    } else if early > 0 {
         b.out.clear();
         for item in &b.items[..early] {
+            if wraps(item) {
+                encode::query(b.out, "BEGIN");
+            }
             b.out.extend_from_slice(&item.bytes);
         }
         send(c, b.out).await?;
@@ -218,7 +240,7 @@ async fn run_batch(
     let sent_at = Instant::now();
     for (i, item) in b.items.iter_mut().enumerate() {
         let sent = (i < early).then_some(sent_at);
-        process(c, backend, shared, item, sent, b.primary_wait).await?;
+        process(c, backend, shared, b.session, item, sent, b.primary_wait).await?;
         *b.finished = i + 1;
     }
     Ok(())
@@ -230,6 +252,7 @@ async fn process(
     c: &mut Conn,
     backend: BackendId,
     shared: &Shared,
+    session: &SessionMeta,
     item: &mut MirrorItem,
     sent: Option<Instant>,
     primary_wait: &mut Bound,
@@ -276,7 +299,29 @@ async fn process(
         _ => None,
     };
     let compare_wanted = job.compare.is_some();
+    // A BEGIN that finds a transaction open (the session's view of its
+    // state lagged behind a pipeline) warns and changes nothing: then the
+    // statement belongs to that transaction and is not ours to end.
+    let own_transaction = if job.wrap {
+        !receive(c, 1, None).await?.already_in_transaction
+    } else {
+        false
+    };
     let answer = receive(c, answers, digest.as_mut()).await?;
+    if own_transaction {
+        let commit =
+            answer.error.is_none() && outcome.as_ref().is_some_and(|o| o.sqlstate.is_none());
+        if commit {
+            send(c, &commit_query()).await?;
+        } else {
+            send(c, &rollback_query()).await?;
+        }
+        receive(c, 1, None).await?;
+    }
+    if (own_transaction || job.ends_transaction) && outcome.is_none() {
+        // Rolled back without knowing whether the primary committed.
+        lost_outcome(shared, backend, session, job);
+    }
     let elapsed = started.elapsed();
     drop(span);
     if let Some(done) = job.done.take() {
@@ -346,6 +391,26 @@ async fn send(c: &mut Conn, bytes: &[u8]) -> Result<(), String> {
     c.stream.flush().await.map_err(|e| e.to_string())
 }
 
+/// The primary's outcome of a batch whose commit on the mirror depends on
+/// it never came (the session ended first, or the wait ran out): the
+/// mirror rolled it back, which may be one transaction short of the
+/// primary.
+fn lost_outcome(shared: &Shared, backend: BackendId, session: &SessionMeta, job: &StatementJob) {
+    shared
+        .mirroring
+        .counters(backend)
+        .dropped
+        .fetch_add(1, Ordering::Relaxed);
+    job.stats.record_mirror_dropped();
+    shared.mirroring.mark_diverged(session.key, || Diverged {
+        user: session.user.clone(),
+        application_name: session.application_name.clone(),
+        backend,
+        reason: "primary's outcome unknown: rolled back on the mirror".to_owned(),
+        since: now_rfc3339(),
+    });
+}
+
 /// Reads `answers` ReadyForQuery-terminated answers, feeding every message
 /// to `digest` when given.
 async fn receive(
@@ -368,6 +433,10 @@ async fn receive(
         let body = &c.buf[HEADER_LEN..h.frame_len];
         match h.tag {
             tag::READY_FOR_QUERY => left -= 1,
+            tag::NOTICE_RESPONSE => {
+                answer.already_in_transaction |=
+                    ErrorFields::new(body).sqlstate() == Some(b"25001");
+            }
             tag::ERROR_RESPONSE => {
                 let f = ErrorFields::new(body);
                 let text = |v: Option<&[u8]>| {
@@ -461,5 +530,11 @@ fn done(shared: &Shared, backend: BackendId, state: &MirrorState, item: &MirrorI
 fn rollback_query() -> Bytes {
     let mut b = BytesMut::new();
     encode::query(&mut b, "ROLLBACK");
+    b.freeze()
+}
+
+fn commit_query() -> Bytes {
+    let mut b = BytesMut::new();
+    encode::query(&mut b, "COMMIT");
     b.freeze()
 }

@@ -36,6 +36,9 @@ pub(super) struct BatchMirror {
     parsed: Vec<Bytes>,
     write: bool,
     ends_transaction: bool,
+    /// A write outside any transaction: the mirror runs it in one of its
+    /// own and commits only if the primary's batch succeeded.
+    wrap: bool,
     /// The batch runs a statement (an Execute, or a simple Query); one
     /// that only prepares or describes is not compared.
     executes: bool,
@@ -67,6 +70,20 @@ impl BatchMirror {
             }
         }
     }
+}
+
+/// Whether a text leaves a transaction open (`Some(true)`), closed
+/// (`Some(false)`), or does not say, by its last transaction control.
+fn leaves_transaction(class: &Classification) -> Option<bool> {
+    class.statements.iter().rev().find_map(|s| match s.txn {
+        Some(TxnControl::Begin)
+        | Some(TxnControl::Commit { chain: true })
+        | Some(TxnControl::Rollback { chain: true }) => Some(true),
+        Some(TxnControl::Commit { chain: false })
+        | Some(TxnControl::Rollback { chain: false })
+        | Some(TxnControl::PrepareTransaction { .. }) => Some(false),
+        _ => None,
+    })
 }
 
 fn ends_transaction(class: &Classification) -> bool {
@@ -136,7 +153,13 @@ impl Requests<'_> {
             rule: rule_name.map(str::to_owned),
         });
         let sync = self.loaded.config.mirror.mode == MirrorMode::Sync;
-        let (mut observer, primary) = if compare.is_some() || ends_transaction || sync {
+        // In autocommit, a write the primary failed (a deadlock, a cancel, a
+        // constraint only OLD enforces) must not stick on the mirror.
+        let wrap = !ends_transaction
+            && begun.is_none()
+            && class.wrappable_write()
+            && !self.in_transaction();
+        let (mut observer, primary) = if compare.is_some() || ends_transaction || sync || wrap {
             let (o, rx) = Observer::new(compare.as_ref().map(|c| &c.opts));
             (o.timed(Arc::clone(&stats), b, tally.clone()), Some(rx))
         } else {
@@ -171,6 +194,7 @@ impl Requests<'_> {
             parsed,
             write: kind != Kind::Read,
             ends_transaction,
+            wrap,
             executes: false,
             done,
             primary,
@@ -186,9 +210,7 @@ impl Requests<'_> {
     /// control sent through the extended protocol): mirrored only inside a
     /// mirrored transaction, whose end it may be.
     pub(super) fn plan_unrouted_batch(&mut self, b: BackendId) -> Option<Box<Observer>> {
-        let in_transaction =
-            self.exp.visible_status() != pgshift_protocol::backend::TransactionStatus::Idle;
-        if !in_transaction || self.route.mirror.is_none() {
+        if self.route.mirror.is_none() || !self.in_transaction() {
             self.begun = None;
             return None;
         }
@@ -243,19 +265,23 @@ impl Requests<'_> {
             // connection (or were never run on the new one): the rest must
             // not be applied there on its own. A batch that carries the
             // held BEGIN starts the mirror's transaction afresh.
-            let in_transaction =
-                self.exp.visible_status() != pgshift_protocol::backend::TransactionStatus::Idle;
+            let in_transaction = self.in_transaction();
             if in_transaction && batch.begin.is_none() && self.dropping[i].is_none() {
                 self.dropping[i] = Some("mirror connection lost: rest of the transaction dropped");
             }
         }
+        // What the mirror's transaction state is once this batch has run.
+        let was_open = self.txn_open;
+        let leaves_open = match class.and_then(leaves_transaction) {
+            Some(open) => open,
+            None => (was_open || batch.begin.is_some()) && !ends_transaction,
+        };
+        self.txn_open = leaves_open;
         if let Some(reason) = self.dropping[i] {
             self.count_dropped(target, &batch.stats, reason);
-            if ends_transaction {
+            if !leaves_open {
                 self.dropping[i] = None;
-                let mut rb = BytesMut::new();
-                encode::query(&mut rb, "ROLLBACK");
-                self.mirror_control(target, rb.freeze(), 1);
+                self.mirror_rollback(target);
             }
             return Ok(());
         }
@@ -280,18 +306,16 @@ impl Requests<'_> {
                     state.wait_room(cap, len).await;
                 }
                 OverflowPolicy::Drop => {
-                    let in_transaction = self.exp.visible_status()
-                        != pgshift_protocol::backend::TransactionStatus::Idle;
-                    if in_transaction && !ends_transaction {
+                    // A batch that opens a transaction (or runs inside one)
+                    // takes the rest of it along; the mirror's half, if it
+                    // has one, is rolled back.
+                    if leaves_open {
                         self.dropping[i] =
                             Some("mirror queue full: rest of the transaction dropped");
+                    } else if was_open {
+                        self.mirror_rollback(target);
                     }
                     self.count_dropped(target, &batch.stats, "mirror queue full");
-                    if in_transaction && ends_transaction {
-                        let mut rb = BytesMut::new();
-                        encode::query(&mut rb, "ROLLBACK");
-                        self.mirror_control(target, rb.freeze(), 1);
-                    }
                     return Ok(());
                 }
             }
@@ -311,6 +335,7 @@ impl Requests<'_> {
                 executes: batch.executes,
                 primary: batch.primary,
                 ends_transaction,
+                wrap: batch.wrap && batch.executes,
                 compare,
                 primary_backend: target.other(),
                 done: batch.done,
@@ -325,8 +350,20 @@ impl Requests<'_> {
             counters.depth.fetch_add(1, Ordering::Relaxed);
         } else {
             self.count_dropped(target, &batch.stats, "mirror queue full");
+            if leaves_open {
+                self.dropping[i] = Some("mirror queue full: rest of the transaction dropped");
+            } else if was_open {
+                self.mirror_rollback(target);
+            }
         }
         Ok(())
+    }
+
+    /// Ends the mirror's open transaction, whose rest was dropped.
+    fn mirror_rollback(&mut self, target: BackendId) {
+        let mut rb = BytesMut::new();
+        encode::query(&mut rb, "ROLLBACK");
+        self.mirror_control(target, rb.freeze(), 1);
     }
 
     /// A mirrored COPY's data is held for the mirror in memory; past this

@@ -102,6 +102,10 @@ pub struct Requests<'a> {
     begun: Option<Vec<Frame>>,
     /// Per mirror: the rest of this transaction is being dropped, and why.
     dropping: [Option<&'static str>; 2],
+    /// The mirrored batches sent so far (queued or dropped) leave the
+    /// session's transaction open: known as soon as a batch ends, while
+    /// the client's transaction status lags behind a pipeline.
+    txn_open: bool,
     /// A COPY FROM STDIN whose data is still coming: Syncs are ignored by
     /// the backend until CopyDone or CopyFail, so they end no batch here.
     copy_in: Option<CopyIn>,
@@ -144,6 +148,7 @@ impl<'a> Requests<'a> {
             batch_mirror: None,
             begun: None,
             dropping: [None; 2],
+            txn_open: false,
             copy_in: None,
             bound_copy_in: false,
         }
@@ -658,6 +663,18 @@ impl<'a> Requests<'a> {
 
     // ---- the routing steps ----
 
+    /// Whether the session is inside a transaction, counting what it sent
+    /// and has not had answered yet. Once nothing is outstanding the
+    /// client's transaction status is exact and corrects the estimate (a
+    /// text whose BEGIN never ran, behind an error, does not open one).
+    fn in_transaction(&mut self) -> bool {
+        let visible = self.exp.visible_status() != TransactionStatus::Idle;
+        if self.exp.is_empty() {
+            self.txn_open = visible;
+        }
+        self.txn_open || visible
+    }
+
     /// Which backend serves a batch whose deciding statement is `class`.
     /// `None` when the statement was not classified because no rule can
     /// apply (see `on_query`).
@@ -666,8 +683,7 @@ impl<'a> Requests<'a> {
         statement: Option<(&Classification, &str)>,
     ) -> Result<BackendId, RelayError> {
         loop {
-            let pinned =
-                self.held_begin.is_none() && self.exp.visible_status() != TransactionStatus::Idle;
+            let pinned = self.held_begin.is_none() && self.in_transaction();
             if pinned {
                 return Ok(self.current);
             }
