@@ -24,10 +24,13 @@ use crate::server::Shared;
 use crate::session::observe::{MirrorResult, PrimaryOutcome};
 use crate::stream::Stream;
 
-/// How long the mirror waits for the primary's outcome of a batch it needs
-/// it for; past that the comparison is skipped (a transaction end is then
-/// replayed as ROLLBACK, the safe side). With comparison on, every
+/// How long the mirror waits for the primary's outcome of a batch it only
+/// compares; past that the comparison is skipped. With comparison on, every
 /// statement waits, hence one [`Bound`] per mirror rather than a timer each.
+/// Whether to commit is another matter: that wait lasts as long as the
+/// primary's statement does (a 10-minute UPDATE must not be rolled back on
+/// the mirror at minute 1), and ends with the session at the latest, whose
+/// end drops the sender.
 const PRIMARY_WAIT: Duration = Duration::from_secs(60);
 
 /// Most items sent in one write.
@@ -282,6 +285,7 @@ async fn process(
         .span(backend, Role::Mirror, job.stats.fingerprint());
     let started = sent.unwrap_or_else(Instant::now);
     let outcome = match job.primary.take() {
+        Some(rx) if job.wrap || job.ends_transaction => rx.await.ok(),
         Some(rx) => primary_wait.wait(rx).await.ok().and_then(Result::ok),
         None => None,
     };
