@@ -580,3 +580,41 @@ async fn a_graceful_shutdown_lets_mirrors_finish_their_queues() {
     proxy.shutdown().await;
     assert_eq!(one(&url_new(&db), "SELECT count(*) FROM s").await, "5");
 }
+
+/// When the grace period runs out first, what the mirror never ran is
+/// counted as dropped: applied and dropped add up to what was queued.
+#[tokio::test]
+async fn a_forced_shutdown_counts_what_the_mirror_never_ran() {
+    let db = fresh_db("mirror_forced");
+    slow_and_strict_new(&db);
+    let proxy = proxy_with(
+        &db,
+        &format!("{DUAL_WRITES}limits: {{ shutdown_grace: 500ms }}\n"),
+    )
+    .await;
+    let c = proxy.client().await;
+    for i in 0..10 {
+        c.simple_query(&format!("INSERT INTO s VALUES ({i})"))
+            .await
+            .unwrap();
+    }
+    drop(c);
+    let shared = std::sync::Arc::clone(proxy.inner().shared());
+    proxy.shutdown().await;
+    // The insert running when time ran out may still finish on NEW.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counters = shared.mirroring.counters(BackendId::New).snapshot();
+    let on_new: u64 = one(&url_new(&db), "SELECT count(*) FROM s")
+        .await
+        .parse()
+        .unwrap();
+    assert!(on_new < 10, "the grace period cut the replay short");
+    assert!(counters.dropped > 0, "{counters:?}");
+    assert_eq!(counters.queued, 10, "{counters:?}");
+    assert_eq!(
+        counters.dropped + on_new,
+        10,
+        "every statement is either on NEW or counted: {counters:?}"
+    );
+    assert_eq!(counters.queue_depth, 0, "{counters:?}");
+}

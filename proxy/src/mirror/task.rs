@@ -81,7 +81,10 @@ pub async fn run(
     loop {
         let first = tokio::select! {
             item = rx.recv() => match item { Some(i) => i, None => break },
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled() => {
+                abandon(&mut rx, backend, &shared, &session, &state);
+                break;
+            }
         };
         // What else is queued goes out with it, in one write; an item that
         // must see the primary's outcome before it is sent, or before what
@@ -393,6 +396,32 @@ async fn process(
 async fn send(c: &mut Conn, bytes: &[u8]) -> Result<(), String> {
     c.stream.write_all(bytes).await.map_err(|e| e.to_string())?;
     c.stream.flush().await.map_err(|e| e.to_string())
+}
+
+/// A forced shutdown (the grace period ran out): what the session queued
+/// and the mirror has not run never will, and is counted so.
+fn abandon(
+    rx: &mut mpsc::Receiver<MirrorItem>,
+    backend: BackendId,
+    shared: &Shared,
+    session: &SessionMeta,
+    state: &MirrorState,
+) {
+    let mut left = 0;
+    while let Ok(mut item) = rx.try_recv() {
+        missed(
+            shared,
+            backend,
+            session,
+            &mut item,
+            "shutdown before the mirror ran it",
+        );
+        done(shared, backend, state, &item);
+        left += 1;
+    }
+    if left > 0 {
+        tracing::warn!(%backend, items = left, "shutdown stopped a mirror before it applied what its session queued");
+    }
 }
 
 /// The primary's outcome of a batch whose commit on the mirror depends on
