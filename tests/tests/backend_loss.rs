@@ -337,3 +337,95 @@ async fn mirror_lost_inside_a_transaction_applies_none_of_it() {
     );
     assert!(counters.dropped >= 5, "{counters:?}");
 }
+
+/// Forwards every connection on `listener` to `to`, byte for byte.
+async fn forward(listener: tokio::net::TcpListener, to: SocketAddr) {
+    loop {
+        let Ok((mut a, _)) = listener.accept().await else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Ok(mut b) = tokio::net::TcpStream::connect(to).await {
+                let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+            }
+        });
+    }
+}
+
+/// A mirror backend that is unreachable when the session starts and
+/// comes up later: the session's SET and prepared statement, whose first
+/// replay had nowhere to go, are replayed on the first connection that
+/// succeeds, so what follows applies there without failing.
+#[tokio::test]
+async fn mirror_backend_that_comes_up_later_gets_the_session_state() {
+    let db = fresh_db("loss_late");
+    pgshift_tests::psql_both(
+        &db,
+        "CREATE SCHEMA s; CREATE TABLE s.t (i int PRIMARY KEY);
+         GRANT ALL ON SCHEMA s TO PUBLIC; GRANT ALL ON s.t TO PUBLIC;",
+    );
+    let port = pgshift_tests::free_port();
+    let yaml = format!(
+        "listen: 127.0.0.1:0
+backends:
+  old: {{ url: \"{old}\", tls: disable }}
+  new: {{ url: \"postgres://app:{password}@127.0.0.1:{port}/{db}\", tls: disable }}
+{auth}defaults: {{ primary: old, mirror: new }}
+",
+        old = old_and_new().old.app_url(&db),
+        password = pgshift_tests::APP_PASSWORD,
+        auth = pgshift_tests::SCRAM_AUTH,
+    );
+    let proxy = pgshift_tests::proxy_with_yaml(&db, &yaml).await;
+    let client = connect(&proxy.url()).await;
+    client.batch_execute("SET search_path = s").await.unwrap();
+    let insert = client.prepare("INSERT INTO t VALUES ($1)").await.unwrap();
+    client.execute(&insert, &[&1i32]).await.unwrap();
+    proxy.mirrors_drained().await;
+    let dropped = proxy
+        .inner()
+        .shared()
+        .mirroring
+        .counters(BackendId::New)
+        .snapshot()
+        .dropped;
+    assert!(dropped > 0, "nothing to mirror to yet");
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let new_addr: SocketAddr = ([127, 0, 0, 1], old_and_new().new.port()).into();
+    tokio::spawn(forward(listener, new_addr));
+
+    let new = connect(&url_new(&db)).await;
+    let started = Instant::now();
+    let mut i = 2i32;
+    loop {
+        client.execute(&insert, &[&i]).await.unwrap();
+        proxy.mirrors_drained().await;
+        let n: i64 = new
+            .query_one("SELECT count(*) FROM s.t WHERE i = $1", &[&i])
+            .await
+            .unwrap()
+            .get(0);
+        if n == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the mirror never applied a statement"
+        );
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let counters = proxy
+        .inner()
+        .shared()
+        .mirroring
+        .counters(BackendId::New)
+        .snapshot();
+    assert_eq!(
+        counters.errors, 0,
+        "no statement failed on NEW for want of the session's state: {counters:?}"
+    );
+}

@@ -70,7 +70,10 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let mut conn: Option<Conn> = None;
-    let mut ever_connected = false;
+    // Anything queued before a connection that is not the first attempt's
+    // was queued for another connection, or for none: either way the
+    // session's state is not on it.
+    let mut tried = false;
     // The epoch of `conn`: items queued for another one are stale.
     let mut conn_epoch = 0;
     let mut backoff = MIN_BACKOFF;
@@ -97,13 +100,13 @@ pub async fn run(
             }
         }
         if conn.is_none() && Instant::now() >= retry_at {
+            let retry = std::mem::replace(&mut tried, true);
             match connect(backend, &shared, &session).await {
                 Ok(c) => {
-                    if ever_connected {
+                    if retry {
                         // A new connection has none of the session's state.
                         conn_epoch = state.epoch.fetch_add(1, Ordering::AcqRel) + 1;
                     }
-                    ever_connected = true;
                     backoff = MIN_BACKOFF;
                     conn = Some(c);
                 }
