@@ -328,8 +328,9 @@ async fn process(
         }
         receive(c, 1, None).await?;
     }
-    if (own_transaction || job.ends_transaction) && outcome.is_none() {
-        // Rolled back without knowing whether the primary committed.
+    // Rolled back without knowing whether the primary committed.
+    let lost = (own_transaction || job.ends_transaction) && outcome.is_none();
+    if lost {
         lost_outcome(shared, backend, session, job);
     }
     let elapsed = started.elapsed();
@@ -344,7 +345,9 @@ async fn process(
         job.tally.record(backend, Role::Mirror, elapsed);
     }
     let counters = shared.mirroring.counters(backend);
-    counters.applied.fetch_add(1, Ordering::Relaxed);
+    if !lost {
+        counters.applied.fetch_add(1, Ordering::Relaxed);
+    }
     if compare_wanted && digest.is_none() {
         // The primary's digest never came (timed out, or it had none).
         counters.compare_skipped.fetch_add(1, Ordering::Relaxed);
@@ -428,7 +431,7 @@ fn abandon(
 }
 
 /// The primary's outcome of a batch whose commit on the mirror depends on
-/// it never came (the session ended first, or the wait ran out): the
+/// it never came (the session ended before the primary answered): the
 /// mirror rolled it back, which may be one transaction short of the
 /// primary.
 fn lost_outcome(shared: &Shared, backend: BackendId, session: &SessionMeta, job: &StatementJob) {
