@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use pgshift_protocol::backend::ErrorFields;
 
 use pgshift_rules::config::BackendId;
-use pgshift_tests::{connect, fresh_db, old_and_new, proxy_with, raw, url_new, url_old};
+use pgshift_tests::{connect, fresh_db, old_and_new, proxy_with, raw, url_new, url_old, TestProxy};
 use tokio::io::AsyncReadExt;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
@@ -43,6 +43,36 @@ async fn terminate(admin: &tokio_postgres::Client, pid: i32) {
         .unwrap()
         .get(0);
     assert!(done, "backend {pid} terminated");
+}
+
+/// Runs `insert` (one int parameter) with `from`, `from + 1`, ... until
+/// `table` on NEW holds the value just inserted, which means the mirror
+/// applies statements again; returns that value. Fails after 20 s.
+async fn insert_until_mirrored(
+    proxy: &TestProxy,
+    client: &tokio_postgres::Client,
+    insert: &tokio_postgres::Statement,
+    new: &tokio_postgres::Client,
+    table: &str,
+    from: i32,
+) -> i32 {
+    let started = Instant::now();
+    let check = format!("SELECT count(*) FROM {table} WHERE i = $1");
+    let mut i = from;
+    loop {
+        client.execute(insert, &[&i]).await.unwrap();
+        proxy.mirrors_drained().await;
+        let n: i64 = new.query_one(check.as_str(), &[&i]).await.unwrap().get(0);
+        if n == 1 {
+            return i;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the mirror did not come back within 20s"
+        );
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// An idle session whose backend is terminated: Postgres's FATAL reaches
@@ -159,18 +189,12 @@ async fn lost_mirror_connection_is_rebuilt_with_session_state() {
     proxy.mirrors_drained().await;
 
     let new = connect(&url_new(&db)).await;
-    let on_new = |i: i32| {
-        let new = &new;
-        async move {
-            let n: i64 = new
-                .query_one("SELECT count(*) FROM s.t WHERE i = $1", &[&i])
-                .await
-                .unwrap()
-                .get(0);
-            n == 1
-        }
-    };
-    assert!(on_new(1).await, "mirrored before the loss");
+    let before: i64 = new
+        .query_one("SELECT count(*) FROM s.t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(before, 1, "mirrored before the loss");
     let mirror_pid: i32 = new
         .query_one(
             "SELECT pid FROM pg_stat_activity WHERE application_name = 'loss_mirror'",
@@ -183,22 +207,7 @@ async fn lost_mirror_connection_is_rebuilt_with_session_state() {
 
     // Every insert succeeds for the client; go on until NEW has one of
     // them again.
-    let started = Instant::now();
-    let mut i = 2i32;
-    loop {
-        client.execute(&insert, &[&i]).await.unwrap();
-        proxy.mirrors_drained().await;
-        if on_new(i).await {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the mirror did not come back within 20s"
-        );
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(i > 2 || on_new(2).await);
+    let i = insert_until_mirrored(&proxy, &client, &insert, &new, "s.t", 2).await;
     let reconnected: i32 = new
         .query_one(
             "SELECT pid FROM pg_stat_activity WHERE application_name = 'loss_mirror'",
@@ -284,11 +293,9 @@ async fn mirror_lost_inside_a_transaction_applies_none_of_it() {
     // More statements than the mirror needs to notice the loss, reconnect
     // and let the session learn of it: every one after that point would
     // run outside any transaction if it were sent.
+    let insert = client.prepare("INSERT INTO t VALUES ($1)").await.unwrap();
     for i in 2..=6 {
-        client
-            .execute("INSERT INTO t VALUES ($1)", &[&i])
-            .await
-            .unwrap();
+        client.execute(&insert, &[&i]).await.unwrap();
         proxy.mirrors_drained().await;
     }
     client.batch_execute("COMMIT").await.unwrap();
@@ -300,24 +307,7 @@ async fn mirror_lost_inside_a_transaction_applies_none_of_it() {
         "no part of the transaction on NEW"
     );
 
-    let started = Instant::now();
-    let mut i = 7;
-    loop {
-        client
-            .execute("INSERT INTO t VALUES ($1)", &[&i])
-            .await
-            .unwrap();
-        proxy.mirrors_drained().await;
-        if count_new(i, i).await == 1 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the mirror did not come back"
-        );
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let i = insert_until_mirrored(&proxy, &client, &insert, &new, "t", 7).await;
     let old = connect(&url_old(&db)).await;
     let on_old: i64 = old
         .query_one("SELECT count(*) FROM t", &[])
@@ -398,26 +388,7 @@ backends:
     tokio::spawn(forward(listener, new_addr));
 
     let new = connect(&url_new(&db)).await;
-    let started = Instant::now();
-    let mut i = 2i32;
-    loop {
-        client.execute(&insert, &[&i]).await.unwrap();
-        proxy.mirrors_drained().await;
-        let n: i64 = new
-            .query_one("SELECT count(*) FROM s.t WHERE i = $1", &[&i])
-            .await
-            .unwrap()
-            .get(0);
-        if n == 1 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the mirror never applied a statement"
-        );
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    insert_until_mirrored(&proxy, &client, &insert, &new, "s.t", 2).await;
     let counters = proxy
         .inner()
         .shared()

@@ -441,11 +441,20 @@ fn lost_outcome(shared: &Shared, backend: BackendId, session: &SessionMeta, job:
         .dropped
         .fetch_add(1, Ordering::Relaxed);
     job.stats.record_mirror_dropped();
+    diverge(
+        shared,
+        backend,
+        session,
+        "primary's outcome unknown: rolled back on the mirror",
+    );
+}
+
+fn diverge(shared: &Shared, backend: BackendId, session: &SessionMeta, reason: &str) {
     shared.mirroring.mark_diverged(session.key, || Diverged {
         user: session.user.clone(),
         application_name: session.application_name.clone(),
         backend,
-        reason: "primary's outcome unknown: rolled back on the mirror".to_owned(),
+        reason: reason.to_owned(),
         since: now_rfc3339(),
     });
 }
@@ -539,13 +548,7 @@ fn missed(
             counters.replay_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
-    shared.mirroring.mark_diverged(session.key, || Diverged {
-        user: session.user.clone(),
-        application_name: session.application_name.clone(),
-        backend,
-        reason: reason.to_owned(),
-        since: now_rfc3339(),
-    });
+    diverge(shared, backend, session, reason);
 }
 
 fn done(shared: &Shared, backend: BackendId, state: &MirrorState, item: &MirrorItem) {
