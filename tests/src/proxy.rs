@@ -42,6 +42,14 @@ impl TestProxy {
         self.proxy.as_ref().expect("proxy is running")
     }
 
+    /// The mirror counters of backend `b` now.
+    pub fn mirror_counters(
+        &self,
+        b: pgshift_rules::config::BackendId,
+    ) -> pgshift::mirror::CountersSnapshot {
+        self.inner().shared().mirroring.counters(b).snapshot()
+    }
+
     /// Waits (at most 30 s, then fails the test) until both mirror queues
     /// are empty, then a moment more for the last comparison to be
     /// recorded after its statement was applied.

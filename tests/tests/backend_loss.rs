@@ -218,12 +218,7 @@ async fn lost_mirror_connection_is_rebuilt_with_session_state() {
         .get(0);
     assert_ne!(reconnected, mirror_pid, "a new mirror connection");
 
-    let counters = proxy
-        .inner()
-        .shared()
-        .mirroring
-        .counters(BackendId::New)
-        .snapshot();
+    let counters = proxy.mirror_counters(BackendId::New);
     assert!(
         counters.dropped > 0,
         "the statements lost with the connection are counted: {counters:?}"
@@ -315,12 +310,7 @@ async fn mirror_lost_inside_a_transaction_applies_none_of_it() {
         .unwrap()
         .get(0);
     assert_eq!(on_old, i64::from(i) + 1, "every insert reached OLD");
-    let counters = proxy
-        .inner()
-        .shared()
-        .mirroring
-        .counters(BackendId::New)
-        .snapshot();
+    let counters = proxy.mirror_counters(BackendId::New);
     assert_eq!(
         counters.errors, 0,
         "nothing failed on NEW itself: {counters:?}"
@@ -372,13 +362,7 @@ backends:
     let insert = client.prepare("INSERT INTO t VALUES ($1)").await.unwrap();
     client.execute(&insert, &[&1i32]).await.unwrap();
     proxy.mirrors_drained().await;
-    let dropped = proxy
-        .inner()
-        .shared()
-        .mirroring
-        .counters(BackendId::New)
-        .snapshot()
-        .dropped;
+    let dropped = proxy.mirror_counters(BackendId::New).dropped;
     assert!(dropped > 0, "nothing to mirror to yet");
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -389,12 +373,7 @@ backends:
 
     let new = connect(&url_new(&db)).await;
     insert_until_mirrored(&proxy, &client, &insert, &new, "s.t", 2).await;
-    let counters = proxy
-        .inner()
-        .shared()
-        .mirroring
-        .counters(BackendId::New)
-        .snapshot();
+    let counters = proxy.mirror_counters(BackendId::New);
     assert_eq!(
         counters.errors, 0,
         "no statement failed on NEW for want of the session's state: {counters:?}"

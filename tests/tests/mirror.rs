@@ -78,12 +78,7 @@ async fn pgbench_writes_reach_new_exactly() {
         one(&url_new(&db), "SELECT count(*) FROM pgbench_history").await,
         "800"
     );
-    let counters = proxy
-        .inner()
-        .shared()
-        .mirroring
-        .counters(BackendId::New)
-        .snapshot();
+    let counters = proxy.mirror_counters(BackendId::New);
     assert_eq!((counters.dropped, counters.errors), (0, 0), "{counters:?}");
 }
 
@@ -187,12 +182,7 @@ async fn an_autocommit_write_the_primary_failed_leaves_no_trace_on_the_mirror() 
     let rows = "SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM t";
     assert_eq!(one(&url_old(&db), rows).await, "0:0,4:14");
     assert_eq!(one(&url_new(&db), rows).await, "0:0,4:14");
-    let counters = proxy
-        .inner()
-        .shared()
-        .mirroring
-        .counters(BackendId::New)
-        .snapshot();
+    let counters = proxy.mirror_counters(BackendId::New);
     assert_eq!(
         (counters.errors, counters.dropped),
         (0, 0),
@@ -277,12 +267,7 @@ async fn a_changed_row_is_one_mismatch_and_order_only_matters_with_order_by() {
         text.contains("changed") && text.contains("n7"),
         "the differing row is in the record: {text}"
     );
-    let counters = proxy
-        .inner()
-        .shared()
-        .mirroring
-        .counters(BackendId::New)
-        .snapshot();
+    let counters = proxy.mirror_counters(BackendId::New);
     assert_eq!(counters.mismatched, 1);
     assert!(counters.compared >= 3);
 }
@@ -340,12 +325,7 @@ backends:
     }
     assert!(started.elapsed() < Duration::from_secs(10));
     proxy.mirrors_drained().await;
-    let counters = proxy
-        .inner()
-        .shared()
-        .mirroring
-        .counters(BackendId::New)
-        .snapshot();
+    let counters = proxy.mirror_counters(BackendId::New);
     // Each execute is two batches (prepare, then bind/execute): at least
     // the 50 inserts were counted as never applied.
     assert!(counters.dropped >= 50, "{counters:?}");
@@ -375,12 +355,7 @@ async fn a_full_queue_drops_whole_transactions() {
         c.batch_execute("COMMIT").await.unwrap();
     }
     proxy.mirrors_drained().await;
-    let counters = proxy
-        .inner()
-        .shared()
-        .mirroring
-        .counters(BackendId::New)
-        .snapshot();
+    let counters = proxy.mirror_counters(BackendId::New);
     assert!(counters.dropped > 0, "{counters:?}");
     // Whatever reached NEW came in whole transactions of 5 rows.
     let n: i64 = one(&url_new(&db), "SELECT count(*) FROM q")
@@ -424,12 +399,7 @@ rules:
             .get(0);
         assert_eq!(max, i, "read {i} saw the write before it");
     }
-    let counters = proxy
-        .inner()
-        .shared()
-        .mirroring
-        .counters(BackendId::New)
-        .snapshot();
+    let counters = proxy.mirror_counters(BackendId::New);
     assert!(counters.ryw_waits > 0, "{counters:?}");
 }
 
@@ -517,12 +487,7 @@ async fn sync_mode_returns_mirror_failures_only_when_asked() {
     c.simple_query("INSERT INTO s VALUES (-1)")
         .await
         .expect("ignored mirror failure");
-    let counters = ignore
-        .inner()
-        .shared()
-        .mirroring
-        .counters(BackendId::New)
-        .snapshot();
+    let counters = ignore.mirror_counters(BackendId::New);
     assert_eq!(counters.errors, 1, "{counters:?}");
 
     let fail = proxy_with(

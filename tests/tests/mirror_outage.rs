@@ -26,12 +26,7 @@ async fn new_stopped_mid_run_costs_clients_nothing() {
     assert_eq!(report.failed(), 0, "{}", report.text);
     assert!(report.processed().0 > 0, "{}", report.text);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let counters = proxy
-        .inner()
-        .shared()
-        .mirroring
-        .counters(BackendId::New)
-        .snapshot();
+    let counters = proxy.mirror_counters(BackendId::New);
     assert!(counters.dropped > 0, "{counters:?}");
     assert!(counters.applied > 0, "{counters:?}");
     // The sessions have ended (and left the list of diverged sessions), but

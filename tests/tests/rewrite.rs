@@ -238,7 +238,7 @@ async fn an_unchanged_workload_runs_on_the_new_schema_with_zero_mismatches() {
         assert_eq!(d.rewrite_refused, 0, "{d:#?}");
     }
     for &b in BackendId::ALL {
-        let s = proxy.inner().shared().mirroring.counters(b).snapshot();
+        let s = proxy.mirror_counters(b);
         assert_eq!(s.dropped, 0, "{b}: {s:?}");
     }
     proxy.shutdown().await;
