@@ -45,6 +45,10 @@ async fn terminate(admin: &tokio_postgres::Client, pid: i32) {
     assert!(done, "backend {pid} terminated");
 }
 
+/// A table only a session whose search_path names `s` finds unqualified.
+const TABLE_IN_SCHEMA_S: &str = "CREATE SCHEMA s; CREATE TABLE s.t (i int PRIMARY KEY);
+    GRANT ALL ON SCHEMA s TO PUBLIC; GRANT ALL ON s.t TO PUBLIC;";
+
 /// Runs `insert` (one int parameter) with `from`, `from + 1`, ... until
 /// `table` on NEW holds the value just inserted, which means the mirror
 /// applies statements again; returns that value. Fails after 20 s.
@@ -175,11 +179,7 @@ async fn running_statement_gets_the_fatal() {
 #[tokio::test]
 async fn lost_mirror_connection_is_rebuilt_with_session_state() {
     let db = fresh_db("loss_mirror");
-    pgshift_tests::psql_both(
-        &db,
-        "CREATE SCHEMA s; CREATE TABLE s.t (i int PRIMARY KEY);
-         GRANT ALL ON SCHEMA s TO PUBLIC; GRANT ALL ON s.t TO PUBLIC;",
-    );
+    pgshift_tests::psql_both(&db, TABLE_IN_SCHEMA_S);
     let proxy = proxy_with(&db, "defaults: { primary: old, mirror: new }\n").await;
     let url = format!("{}?application_name=loss_mirror", proxy.url());
     let client = connect(&url).await;
@@ -339,11 +339,7 @@ async fn forward(listener: tokio::net::TcpListener, to: SocketAddr) {
 #[tokio::test]
 async fn mirror_backend_that_comes_up_later_gets_the_session_state() {
     let db = fresh_db("loss_late");
-    pgshift_tests::psql_both(
-        &db,
-        "CREATE SCHEMA s; CREATE TABLE s.t (i int PRIMARY KEY);
-         GRANT ALL ON SCHEMA s TO PUBLIC; GRANT ALL ON s.t TO PUBLIC;",
-    );
+    pgshift_tests::psql_both(&db, TABLE_IN_SCHEMA_S);
     let port = pgshift_tests::free_port();
     let yaml = format!(
         "listen: 127.0.0.1:0
