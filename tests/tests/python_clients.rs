@@ -70,3 +70,32 @@ async fn inlined_values_are_mirrored_compared_and_parsed_once_per_shape() {
     assert!(old.contains("o'reilly"), "{old}");
     assert_eq!(pair.new.psql(&db, dump).unwrap(), old);
 }
+
+/// psycopg's pipeline mode, dual writes, and a CHECK that only OLD has:
+/// what OLD refused (an autocommit pipeline, a pipelined transaction) is
+/// not on NEW either, and what it committed is on both.
+#[tokio::test]
+async fn psycopg_pipelines_failing_on_old_leave_new_like_old() {
+    let db = fresh_db("pipeline_failures");
+    pgshift_tests::psql_both(
+        &db,
+        "CREATE TABLE t (id int PRIMARY KEY, v int); GRANT ALL ON t TO PUBLIC",
+    );
+    let pair = pgshift_tests::old_and_new();
+    pair.old
+        .psql(&db, "ALTER TABLE t ADD CHECK (v < 100)")
+        .unwrap();
+    let proxy = proxy_with(&db, "defaults: { primary: old, mirror: new }\n").await;
+    let stdout = run_script("pipeline_failures.py", vec![proxy.conninfo()]).await;
+    assert_eq!(
+        stdout,
+        "pipeline 1: CheckViolation\npipeline 2: CheckViolation\nok\n"
+    );
+    proxy.mirrors_drained().await;
+    let dump = "SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM t";
+    let old = pair.old.psql(&db, dump).unwrap();
+    assert_eq!(old.trim(), "6:6,7:7,8:8");
+    assert_eq!(pair.new.psql(&db, dump).unwrap(), old);
+    let counters = proxy.mirror_counters(pgshift_rules::config::BackendId::New);
+    assert_eq!((counters.errors, counters.dropped), (0, 0), "{counters:?}");
+}
