@@ -33,7 +33,7 @@ impl Shape {
     }
 
     /// A query, plain DML or COPY: runs the same inside a transaction block.
-    fn dml(kind: Kind) -> Shape {
+    fn transaction_safe(kind: Kind) -> Shape {
         Shape {
             transaction_safe: true,
             ..Shape::kind(kind)
@@ -66,13 +66,13 @@ pub(super) fn shape(
     match stmt {
         N::SelectStmt(s) => Shape {
             has_order_by: !s.sort_clause.is_empty(),
-            ..Shape::dml(query_kind(effects))
+            ..Shape::transaction_safe(query_kind(effects))
         },
         N::VariableShowStmt(_) => Shape::kind(Kind::Read),
         N::ExplainStmt(e) => explain(e, effects, prepared),
 
         N::InsertStmt(_) | N::UpdateStmt(_) | N::DeleteStmt(_) | N::MergeStmt(_) => {
-            Shape::dml(Kind::Write)
+            Shape::transaction_safe(Kind::Write)
         }
 
         // CALL and DO may commit inside; the rest are writes, but not
@@ -92,7 +92,7 @@ pub(super) fn shape(
                 c.query.as_deref().and_then(|q| q.node.as_ref()),
                 Some(N::SelectStmt(s)) if !s.sort_clause.is_empty()
             ),
-            ..Shape::dml(Kind::Copy)
+            ..Shape::transaction_safe(Kind::Copy)
         },
 
         N::TransactionStmt(t) => Shape::txn(transaction(t)),

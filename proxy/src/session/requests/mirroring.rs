@@ -265,12 +265,12 @@ impl Requests<'_> {
             // connection (or were never run on the new one): the rest must
             // not be applied there on its own. A batch that carries the
             // held BEGIN starts the mirror's transaction afresh.
-            let in_transaction = self.in_transaction();
-            if in_transaction && batch.begin.is_none() && self.dropping[i].is_none() {
+            if self.in_transaction() && batch.begin.is_none() && self.dropping[i].is_none() {
                 self.dropping[i] = Some("mirror connection lost: rest of the transaction dropped");
             }
         }
-        // What the mirror's transaction state is once this batch has run.
+        // Whether the session's transaction is open before and after this
+        // batch, as far as what it sent says.
         let was_open = self.txn_open;
         let leaves_open = match class.and_then(leaves_transaction) {
             Some(open) => open,
@@ -306,16 +306,7 @@ impl Requests<'_> {
                     state.wait_room(cap, len).await;
                 }
                 OverflowPolicy::Drop => {
-                    // A batch that opens a transaction (or runs inside one)
-                    // takes the rest of it along; the mirror's half, if it
-                    // has one, is rolled back.
-                    if leaves_open {
-                        self.dropping[i] =
-                            Some("mirror queue full: rest of the transaction dropped");
-                    } else if was_open {
-                        self.mirror_rollback(target);
-                    }
-                    self.count_dropped(target, &batch.stats, "mirror queue full");
+                    self.drop_full(target, &batch.stats, was_open, leaves_open);
                     return Ok(());
                 }
             }
@@ -349,14 +340,28 @@ impl Requests<'_> {
             counters.queued.fetch_add(1, Ordering::Relaxed);
             counters.depth.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.count_dropped(target, &batch.stats, "mirror queue full");
-            if leaves_open {
-                self.dropping[i] = Some("mirror queue full: rest of the transaction dropped");
-            } else if was_open {
-                self.mirror_rollback(target);
-            }
+            self.drop_full(target, &batch.stats, was_open, leaves_open);
         }
         Ok(())
+    }
+
+    /// A batch the full queue has no room for: dropped, and when it opens a
+    /// transaction (or runs inside one) the rest of that goes with it; the
+    /// mirror's half, if it has one, is rolled back.
+    fn drop_full(
+        &mut self,
+        target: BackendId,
+        stats: &DigestStats,
+        was_open: bool,
+        leaves_open: bool,
+    ) {
+        self.count_dropped(target, stats, "mirror queue full");
+        if leaves_open {
+            self.dropping[target.index()] =
+                Some("mirror queue full: rest of the transaction dropped");
+        } else if was_open {
+            self.mirror_rollback(target);
+        }
     }
 
     /// Ends the mirror's open transaction, whose rest was dropped.
