@@ -49,6 +49,18 @@ async fn terminate(admin: &tokio_postgres::Client, pid: i32) {
 const TABLE_IN_SCHEMA_S: &str = "CREATE SCHEMA s; CREATE TABLE s.t (i int PRIMARY KEY);
     GRANT ALL ON SCHEMA s TO PUBLIC; GRANT ALL ON s.t TO PUBLIC;";
 
+/// The pid of the one connection to `new` with this application_name:
+/// the session's mirror.
+async fn mirror_pid_on(new: &tokio_postgres::Client, application_name: &str) -> i32 {
+    new.query_one(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+        &[&application_name],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
 /// Runs `insert` (one int parameter) with `from`, `from + 1`, ... until
 /// `table` on NEW holds the value just inserted, which means the mirror
 /// applies statements again; returns that value. Fails after 20 s.
@@ -195,27 +207,13 @@ async fn lost_mirror_connection_is_rebuilt_with_session_state() {
         .unwrap()
         .get(0);
     assert_eq!(before, 1, "mirrored before the loss");
-    let mirror_pid: i32 = new
-        .query_one(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'loss_mirror'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let mirror_pid = mirror_pid_on(&new, "loss_mirror").await;
     terminate(&new, mirror_pid).await;
 
     // Every insert succeeds for the client; go on until NEW has one of
     // them again.
     let i = insert_until_mirrored(&proxy, &client, &insert, &new, "s.t", 2).await;
-    let reconnected: i32 = new
-        .query_one(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'loss_mirror'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let reconnected = mirror_pid_on(&new, "loss_mirror").await;
     assert_ne!(reconnected, mirror_pid, "a new mirror connection");
 
     let counters = proxy.mirror_counters(BackendId::New);
