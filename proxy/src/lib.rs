@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod compare;
 pub mod config_file;
 pub mod demo;
+mod gate;
 pub mod logging;
 pub mod mirror;
 pub mod reload;

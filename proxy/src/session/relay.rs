@@ -16,6 +16,7 @@ use super::expect::Expectations;
 use super::requests::Requests;
 use super::responses::Responses;
 use crate::backend::ConnectError;
+use crate::gate::Gated;
 use crate::server::Shutdown;
 use crate::stream::ReadHalf;
 
@@ -64,10 +65,13 @@ pub async fn run(
     let front = requests.run(client, client_buf);
     let back = responses.run();
     tokio::pin!(front, back);
-    let drain = async {
+    // Every wake-up of the session polls all four branches; the two that
+    // wait for a shutdown are polled only when one of their own wakers fired.
+    let drain = Gated::new(async {
         shutdown.draining.cancelled().await;
         exp.wait_quiet().await;
-    };
+    });
+    let mut forced = Gated::new(shutdown.force.cancelled());
     tokio::select! {
         r = &mut front => match r {
             Ok(End::ClientLeft) => {
@@ -78,7 +82,7 @@ pub async fn run(
                 tokio::select! {
                     _ = &mut back => {},
                     _ = exp.wait_empty() => {},
-                    _ = shutdown.force.cancelled() => return Ok(End::Forced),
+                    _ = &mut forced => return Ok(End::Forced),
                 }
                 Ok(End::ClientLeft)
             }
@@ -98,6 +102,6 @@ pub async fn run(
         },
         r = &mut back => r,
         _ = drain => Ok(End::Drained),
-        _ = shutdown.force.cancelled() => Ok(End::Forced),
+        _ = &mut forced => Ok(End::Forced),
     }
 }
