@@ -135,7 +135,7 @@ mod tests {
         // Polled first from this task, then moved into another one.
         let mut gated = Box::pin(Gated::new(async move { n.notified().await }));
         assert!(futures_poll_once(gated.as_mut()).is_pending());
-        let task = tokio::spawn(async move { gated.await });
+        let task = tokio::spawn(gated);
         tokio::task::yield_now().await;
         notify.notify_waiters();
         tokio::time::timeout(std::time::Duration::from_secs(5), task)
