@@ -29,10 +29,35 @@ pub fn mirror_slot(b: BackendId) -> usize {
 pub struct Prepared {
     /// The client's Parse message, replayed as it is.
     pub parse: Bytes,
+    /// Its text; `None` when the text is not UTF-8.
+    pub sql: Option<Arc<str>>,
     pub class: Arc<Classification>,
+    /// Executing it starts a COPY ... FROM STDIN.
+    pub copy_in: bool,
     /// Which connections have it.
     on: [bool; SLOTS],
 }
+
+impl Prepared {
+    fn new(parse: &[u8], (class, sql): ParseText, on: [bool; SLOTS]) -> Self {
+        Prepared {
+            parse: Bytes::copy_from_slice(parse),
+            copy_in: super::requests::is_copy_in(Some(&class), sql.as_deref()),
+            sql,
+            class,
+            on,
+        }
+    }
+
+    /// Running it changes the session (a SET sent with the extended
+    /// protocol, say), so it is recorded like a Query.
+    pub fn changes_session(&self) -> bool {
+        self.class.statements.iter().any(|s| s.session.is_some())
+    }
+}
+
+/// A Parse's classification and its text (`None` when not UTF-8).
+pub type ParseText = (Arc<Classification>, Option<Arc<str>>);
 
 /// What a backend must be sent before it serves the session's next batch.
 #[derive(Default)]
@@ -62,9 +87,13 @@ struct Entry {
     text: String,
 }
 
+/// Statement names come from the client: hashed with a per-process seed,
+/// with a hash cheaper than SipHash for names looked up on every Bind.
+type Names = HashMap<Bytes, Prepared, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 pub struct SessionState {
-    statements: HashMap<Bytes, Prepared>,
+    statements: Names,
     log: Vec<Entry>,
     /// Bumped whenever the log changes; a backend is current when its mark
     /// equals it.
@@ -80,26 +109,33 @@ impl SessionState {
         self.statements.get(name)
     }
 
+    /// The statement `name`, when it was prepared with exactly the Parse
+    /// message `parse`: drivers re-send the same Parse of their unnamed
+    /// statement in every transaction, and its text need not be checked
+    /// and classified again.
+    pub fn same_parse(&self, name: &[u8], parse: &[u8]) -> Option<&Prepared> {
+        self.statements.get(name).filter(|p| p.parse == parse)
+    }
+
     /// A Parse sent on connection `slot`. The message is copied: a slice
     /// of the client's read buffer would pin the whole buffer for as long
     /// as the statement lives, and force a fresh buffer on every read.
-    pub fn parsed(&mut self, name: &[u8], parse: &[u8], class: Arc<Classification>, slot: usize) {
+    pub fn parsed(&mut self, name: &[u8], parse: &[u8], text: ParseText, slot: usize) {
         let mut on = [false; SLOTS];
         on[slot] = true;
         // A client re-parsing the same unnamed statement (every transaction
         // of most drivers) changes only where it is: no copy needed.
         if name.is_empty() {
             if let Some(p) = self.statements.get_mut(name).filter(|p| p.parse == parse) {
-                p.class = class;
                 p.on = on;
                 return;
             }
         }
-        let (name, parse) = (Bytes::copy_from_slice(name), Bytes::copy_from_slice(parse));
+        let name = Bytes::copy_from_slice(name);
         // Re-parsing a name (the unnamed statement, or after a Close)
         // replaces it everywhere: other connections' copies are stale.
         self.forget_elsewhere(&name, slot);
-        self.statements.insert(name, Prepared { parse, class, on });
+        self.statements.insert(name, Prepared::new(parse, text, on));
     }
 
     /// The same Parse also went to connection `slot` (a mirror).
@@ -111,17 +147,11 @@ impl SessionState {
 
     /// A Parse pgshift answered itself (in a transaction-control batch):
     /// no connection has it yet; each gets it with its next catch-up.
-    pub fn parsed_nowhere(&mut self, name: &[u8], parse: &[u8], class: Arc<Classification>) {
-        let (name, parse) = (Bytes::copy_from_slice(name), Bytes::copy_from_slice(parse));
+    pub fn parsed_nowhere(&mut self, name: &[u8], parse: &[u8], text: ParseText) {
+        let name = Bytes::copy_from_slice(name);
         self.forget_elsewhere(&name, SLOTS);
-        self.statements.insert(
-            name,
-            Prepared {
-                parse,
-                class,
-                on: [false; SLOTS],
-            },
-        );
+        self.statements
+            .insert(name, Prepared::new(parse, text, [false; SLOTS]));
     }
 
     fn forget_elsewhere(&mut self, name: &Bytes, except: usize) {
@@ -264,23 +294,44 @@ mod tests {
         b.to_vec()
     }
 
+    fn text(classifier: &Classifier, sql: &str) -> ParseText {
+        (classifier.classify(sql), Some(Arc::from(sql)))
+    }
+
     #[test]
     fn a_reparsed_statement_is_only_where_it_was_last_parsed() {
         let classifier = Classifier::new(16);
         let mut st = SessionState::default();
         let first = parse_msg("", "SELECT 1");
-        st.parsed(b"", &first, classifier.classify("SELECT 1"), 0);
+        st.parsed(b"", &first, text(&classifier, "SELECT 1"), 0);
         st.also_parsed_on(b"", 2);
         assert!(st.catch_up(2).parses.is_empty());
 
         // The same text again, on connection 0 only: connection 2's copy
         // is no longer counted on, whether or not the bytes changed.
-        st.parsed(b"", &first, classifier.classify("SELECT 1"), 0);
+        st.parsed(b"", &first, text(&classifier, "SELECT 1"), 0);
         assert_eq!(st.catch_up(2).parses, std::slice::from_ref(&first));
         let second = parse_msg("", "SELECT 2");
-        st.parsed(b"", &second, classifier.classify("SELECT 2"), 0);
+        st.parsed(b"", &second, text(&classifier, "SELECT 2"), 0);
         assert_eq!(st.catch_up(2).parses, std::slice::from_ref(&second));
         assert_eq!(&st.statement(b"").unwrap().parse[..], &second[..]);
         assert!(st.catch_up(0).parses.is_empty());
+    }
+
+    #[test]
+    fn only_the_very_same_parse_is_known_again() {
+        let classifier = Classifier::new(16);
+        let mut st = SessionState::default();
+        let copy = parse_msg("s1", "COPY t FROM STDIN");
+        st.parsed(b"s1", &copy, text(&classifier, "COPY t FROM STDIN"), 0);
+        let known = st.same_parse(b"s1", &copy).expect("the same Parse");
+        assert_eq!(known.sql.as_deref(), Some("COPY t FROM STDIN"));
+        assert!(known.copy_in);
+        assert!(st
+            .same_parse(b"s1", &parse_msg("s1", "COPY t TO STDOUT"))
+            .is_none());
+        assert!(st.same_parse(b"s2", &copy).is_none());
+        st.closed(b"s1", 0);
+        assert!(st.same_parse(b"s1", &copy).is_none());
     }
 }

@@ -222,8 +222,7 @@ impl Requests<'_> {
         let mut ends = false;
         for f in &held {
             if f.tag() == tag::PARSE {
-                if let Some(sql) = Parse::decode(f.body()).ok().and_then(|p| p.sql_str()) {
-                    let c = self.shared.classifier.classify(sql);
+                if let Ok((c, Some(_))) = self.parse_text(f) {
                     ends |= ends_transaction(&c);
                     class.get_or_insert(c);
                 }

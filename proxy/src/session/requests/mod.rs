@@ -27,7 +27,7 @@ use super::expect::{Expect, Expectations};
 use super::relay::{End, RelayError};
 use super::responses::reserve_for_read;
 use super::rewriting;
-use super::state::{link_slot, SessionState};
+use super::state::{link_slot, ParseText, SessionState};
 use crate::backend::cancel::SessionCancel;
 use crate::backend::{self, ConnectOptions};
 use crate::mirror::link::MirrorLink;
@@ -372,12 +372,9 @@ impl<'a> Requests<'a> {
             // Statements parsed in this batch exist for the client; the
             // backends get them with the next catch-up.
             for f in frames.iter().filter(|f| f.tag() == tag::PARSE) {
+                let text = self.parse_text(f)?;
                 if let Ok(p) = Parse::decode(f.body()) {
-                    let class = self
-                        .shared
-                        .classifier
-                        .classify(p.sql_str().unwrap_or_default());
-                    self.state.parsed_nowhere(p.name, f.as_bytes(), class);
+                    self.state.parsed_nowhere(p.name, f.as_bytes(), text);
                 }
             }
             self.held_begin = None;
@@ -445,10 +442,7 @@ impl<'a> Requests<'a> {
                         .map(|(_, c, s)| (Arc::clone(c), s.to_string()));
                     let known = known.or_else(|| {
                         self.state.statement(b.statement).map(|p| {
-                            let sql = Parse::decode(&p.parse[pgshift_protocol::HEADER_LEN..])
-                                .ok()
-                                .and_then(|q| q.sql_str().map(str::to_owned))
-                                .unwrap_or_default();
+                            let sql = p.sql.as_deref().unwrap_or_default().to_owned();
                             (Arc::clone(&p.class), sql)
                         })
                     });
@@ -492,7 +486,11 @@ impl<'a> Requests<'a> {
             let observer = self.plan_batch(b, Some(&class), Some(&sql), false);
             self.exp.push(Expect::Relay(b, observer));
             self.send_held(b)?;
-            self.note_extended(&frame, b)?;
+            if frame.tag() == tag::PARSE {
+                self.note_parse(&frame, b, (class, Some(sql)));
+            } else {
+                self.note_extended(&frame, b)?;
+            }
             self.send(b, &frame);
             self.batch = Batch::Open(b);
             return Ok(());
@@ -511,24 +509,18 @@ impl<'a> Requests<'a> {
 
     /// The statement that decides a batch's backend: a Parse's SQL, or the
     /// statement a Bind names. Transaction control alone decides nothing.
-    fn deciding(&self, frame: &Frame) -> Result<Option<(Arc<Classification>, String)>, RelayError> {
+    fn deciding(&self, frame: &Frame) -> Result<Option<Deciding>, RelayError> {
         let (class, sql) = match frame.tag() {
-            tag::PARSE => {
-                let p = Parse::decode(frame.body()).map_err(RelayError::ClientProtocol)?;
-                let Some(sql) = p.sql_str() else {
-                    return Ok(None);
-                };
-                (self.shared.classifier.classify(sql), sql.to_owned())
-            }
+            tag::PARSE => match self.parse_text(frame)? {
+                (class, Some(sql)) => (class, sql),
+                (_, None) => return Ok(None),
+            },
             tag::BIND => {
                 let b = Bind::decode(frame.body()).map_err(RelayError::ClientProtocol)?;
                 let Some(p) = self.state.statement(b.statement) else {
                     return Ok(None);
                 };
-                let sql = Parse::decode(&p.parse[pgshift_protocol::HEADER_LEN..])
-                    .ok()
-                    .and_then(|p| p.sql_str().map(str::to_owned))
-                    .unwrap_or_default();
+                let sql = p.sql.clone().unwrap_or_else(|| Arc::from(""));
                 (Arc::clone(&p.class), sql)
             }
             _ => return Ok(None),
@@ -536,17 +528,35 @@ impl<'a> Requests<'a> {
         Ok(class.first_routable().is_some().then_some((class, sql)))
     }
 
+    /// What a Parse prepares: as stored when the session already has this
+    /// very Parse (drivers re-send their unnamed statement's in every
+    /// transaction), else classified now.
+    pub(super) fn parse_text(&self, frame: &Frame) -> Result<ParseText, RelayError> {
+        let p = Parse::decode(frame.body()).map_err(RelayError::ClientProtocol)?;
+        if let Some(known) = self.state.same_parse(p.name, frame.as_bytes()) {
+            return Ok((Arc::clone(&known.class), known.sql.clone()));
+        }
+        Ok(match p.sql_str() {
+            Some(sql) => (self.shared.classifier.classify(sql), Some(Arc::from(sql))),
+            None => (self.shared.classifier.classify(""), None),
+        })
+    }
+
+    fn note_parse(&mut self, frame: &Frame, b: BackendId, text: ParseText) {
+        // The name is the body's first string, and the frame decoded once
+        // already (its text was classified).
+        let body = frame.body();
+        let name = &body[..body.iter().position(|&c| c == 0).unwrap_or(0)];
+        self.state
+            .parsed(name, frame.as_bytes(), text, link_slot(b));
+    }
+
     /// Bookkeeping for a message about to go to `b`.
     fn note_extended(&mut self, frame: &Frame, b: BackendId) -> Result<(), RelayError> {
         match frame.tag() {
             tag::PARSE => {
-                let p = Parse::decode(frame.body()).map_err(RelayError::ClientProtocol)?;
-                let class = match p.sql_str() {
-                    Some(sql) => self.shared.classifier.classify(sql),
-                    None => self.shared.classifier.classify(""),
-                };
-                self.state
-                    .parsed(p.name, frame.as_bytes(), class, link_slot(b));
+                let text = self.parse_text(frame)?;
+                self.note_parse(frame, b, text);
             }
             // Executing a COPY ... FROM STDIN puts the backend in copy-in
             // mode, where it ignores Sync until the data is done.
@@ -561,22 +571,13 @@ impl<'a> Requests<'a> {
                 // Executing a statement with session-wide effects (a SET sent
                 // through the extended protocol) is recorded like a Query.
                 let bind = Bind::decode(frame.body()).map_err(RelayError::ClientProtocol)?;
-                self.bound_copy_in = self.state.statement(bind.statement).is_some_and(|p| {
-                    let sql = Parse::decode(&p.parse[pgshift_protocol::HEADER_LEN..])
-                        .ok()
-                        .and_then(|q| q.sql_str());
-                    is_copy_in(Some(&p.class), sql)
-                });
-                if let Some(p) = self.state.statement(bind.statement) {
-                    if p.class.statements.iter().any(|s| s.session.is_some()) {
-                        let class = Arc::clone(&p.class);
-                        let sql = Parse::decode(&p.parse[pgshift_protocol::HEADER_LEN..])
-                            .ok()
-                            .and_then(|p| p.sql_str().map(str::to_owned));
-                        if let Some(sql) = sql {
-                            self.state.ran(&sql, &class, link_slot(b));
-                        }
-                    }
+                let p = self.state.statement(bind.statement);
+                self.bound_copy_in = p.is_some_and(|p| p.copy_in);
+                let session = p
+                    .filter(|p| p.changes_session())
+                    .and_then(|p| Some((Arc::clone(&p.class), p.sql.clone()?)));
+                if let Some((class, sql)) = session {
+                    self.state.ran(&sql, &class, link_slot(b));
                 }
             }
             tag::CLOSE => {
@@ -879,6 +880,9 @@ impl<'a> Requests<'a> {
     }
 }
 
+/// The statement that decides a batch's backend, and its text.
+type Deciding = (Arc<Classification>, Arc<str>);
+
 /// A COPY whose data the client sends next.
 struct CopyIn {
     /// Started by a simple Query (ends at CopyDone/CopyFail) rather than
@@ -888,7 +892,7 @@ struct CopyIn {
     sql: Option<String>,
 }
 
-fn is_copy_in(class: Option<&Classification>, sql: Option<&str>) -> bool {
+pub(super) fn is_copy_in(class: Option<&Classification>, sql: Option<&str>) -> bool {
     class.is_some_and(|c| c.kind() == pgshift_rules::config::Kind::Copy)
         && sql.is_some_and(|s| {
             let s = s.to_ascii_lowercase();
