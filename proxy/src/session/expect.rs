@@ -112,24 +112,23 @@ impl Expectations {
 
     /// Resolves once nothing is outstanding.
     pub async fn wait_empty(&self) {
-        loop {
-            let popped = self.popped.notified();
-            tokio::pin!(popped);
-            popped.as_mut().enable();
-            if self.is_empty() {
-                return;
-            }
-            popped.await;
-        }
+        self.wait_until(Self::is_empty).await
     }
 
     /// Resolves once fewer than `MAX_OUTSTANDING` entries are queued.
     pub async fn wait_room(&self) {
-        loop {
+        self.wait_until(|e| e.len() < MAX_OUTSTANDING).await
+    }
+
+    /// Resolves once `done` holds after a pop (or a progress notice). Looks
+    /// first: registering with `popped` takes its lock, and the request
+    /// side asks for room before every batch.
+    async fn wait_until(&self, done: impl Fn(&Self) -> bool) {
+        while !done(self) {
             let popped = self.popped.notified();
             tokio::pin!(popped);
             popped.as_mut().enable();
-            if self.len() < MAX_OUTSTANDING {
+            if done(self) {
                 return;
             }
             popped.await;
@@ -158,15 +157,7 @@ impl Expectations {
     }
 
     pub async fn wait_quiet(&self) {
-        loop {
-            let popped = self.popped.notified();
-            tokio::pin!(popped);
-            popped.as_mut().enable();
-            if self.is_quiet() {
-                return;
-            }
-            popped.await;
-        }
+        self.wait_until(Self::is_quiet).await
     }
 }
 
