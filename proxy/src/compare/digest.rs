@@ -46,8 +46,6 @@ pub const NUMERIC_OID: u32 = 1700;
 const MAX_SAMPLE_VALUE_BYTES: usize = 256;
 /// Error messages and command tags longer than this are cut.
 const MAX_TEXT_BYTES: usize = 1024;
-/// What a sampled value costs against `max_sample_bytes` besides its text.
-const SAMPLE_VALUE_OVERHEAD: usize = 8;
 
 /// Which result columns take no part in value comparison.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -176,10 +174,10 @@ impl DigestOptions {
     }
 }
 
-/// One column as a RowDescription announced it.
+/// One column as a RowDescription announced it. Columns compare by
+/// position, so the name is not kept.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ColumnInfo {
-    pub name: String,
     pub type_oid: u32,
     /// 0 text, 1 binary.
     pub format: i16,
@@ -206,6 +204,38 @@ pub struct MultisetDigest {
 /// values as `\x` hex, NULL as `None`; long values cut with `…`.
 pub type SampleRow = Vec<Option<String>>;
 
+/// The first rows of a result as they arrived (DataRow bodies), decoded
+/// only for a mismatch report. The primary's rows are digested on the
+/// client's path, where decoding each kept row into strings cost more
+/// than hashing it, for reports that most results never need.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Samples {
+    bytes: Vec<u8>,
+    /// Where each row ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Samples {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn row(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)?;
+        let start = i.checked_sub(1).map_or(0, |p| self.ends[p]);
+        self.bytes.get(start..end)
+    }
+
+    fn push(&mut self, row: &[u8]) {
+        self.bytes.extend_from_slice(row);
+        self.ends.push(self.bytes.len());
+    }
+}
+
 /// What one backend answered, reduced to what comparison needs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ResultSummary {
@@ -226,8 +256,9 @@ pub struct ResultSummary {
     /// The first `max_row_hashes` row hashes, in arrival order.
     #[serde(skip)]
     pub row_hashes: Vec<u64>,
-    /// The first rows, decoded; index `i` is row `i`.
-    pub samples: Vec<SampleRow>,
+    /// The first rows; row `i` is sample `i`, see [`Self::sample`].
+    #[serde(skip)]
+    pub samples: Samples,
     /// Sampling stopped early because `max_sample_bytes` was reached.
     pub samples_truncated: bool,
     pub tag: Option<String>,
@@ -240,6 +271,32 @@ impl ResultSummary {
     /// Every row's hash was kept, so exact row differences can be computed.
     pub fn all_row_hashes_kept(&self) -> bool {
         self.row_hashes.len() as u64 == self.rows
+    }
+
+    /// Row `i`, decoded for people, when it was sampled.
+    pub fn sample(&self, i: usize) -> Option<SampleRow> {
+        // Kept only once it parsed whole.
+        let row = DataRow::parse(self.samples.row(i)?).ok()?;
+        let values = row.columns().enumerate().map(|(c, v)| {
+            v.ok()
+                .flatten()
+                .map(|v| sample_text(v, self.column_format(c)))
+        });
+        Some(values.collect())
+    }
+
+    /// Every sampled row, decoded.
+    pub fn sample_rows(&self) -> Vec<SampleRow> {
+        (0..self.samples.len())
+            .filter_map(|i| self.sample(i))
+            .collect()
+    }
+
+    fn column_format(&self, i: usize) -> i16 {
+        self.columns
+            .as_ref()
+            .and_then(|c| c.get(i))
+            .map_or(0, |c| c.format)
     }
 }
 
@@ -267,8 +324,7 @@ pub struct ResultDigest {
     ordered_digest: u64,
     multiset: MultisetDigest,
     row_hashes: Vec<u64>,
-    samples: Vec<SampleRow>,
-    sample_bytes: usize,
+    samples: Samples,
     samples_truncated: bool,
     tag: Option<String>,
     error: Option<BackendError>,
@@ -291,8 +347,7 @@ impl ResultDigest {
             ordered_digest: ORDERED_SEED,
             multiset: MultisetDigest::default(),
             row_hashes: Vec::with_capacity(opts.max_row_hashes.min(64)),
-            samples: Vec::new(),
-            sample_bytes: 0,
+            samples: Samples::default(),
             samples_truncated: false,
             tag: None,
             error: None,
@@ -345,7 +400,6 @@ impl ResultDigest {
             fields
                 .iter()
                 .map(|f| ColumnInfo {
-                    name: String::from_utf8_lossy(f.name).into_owned(),
                     type_oid: f.type_oid,
                     format: f.format,
                 })
@@ -362,7 +416,6 @@ impl ResultDigest {
         self.rows += 1;
         self.row_bytes += body.len() as u64;
 
-        let mut sample = self.wants_sample().then(|| Vec::with_capacity(row.len()));
         let mut row_hash = ROW_SEED ^ (row.len() as u64);
         for (i, value) in row.columns().enumerate() {
             let value = match value {
@@ -370,9 +423,6 @@ impl ResultDigest {
                 Err(e) => return self.note_malformed(e),
             };
             let how = self.column_hash(i);
-            if let Some(sample) = sample.as_mut() {
-                sample.push(value.map(|v| sample_text(v, self.column_format(i))));
-            }
             if how != ColumnHash::Ignored {
                 row_hash = fmix64(
                     row_hash.rotate_left(23) ^ hash_value(value, how, self.opts.float_tolerance),
@@ -388,8 +438,8 @@ impl ResultDigest {
         if (index as usize) < self.opts.max_row_hashes {
             self.row_hashes.push(row_hash);
         }
-        if let Some(sample) = sample {
-            self.keep_sample(sample);
+        if self.wants_sample() {
+            self.keep_sample(body);
         }
     }
 
@@ -437,27 +487,16 @@ impl ResultDigest {
         }
     }
 
-    fn column_format(&self, i: usize) -> i16 {
-        self.columns
-            .as_ref()
-            .and_then(|c| c.get(i))
-            .map_or(0, |c| c.format)
-    }
-
     fn wants_sample(&self) -> bool {
         !self.samples_truncated && self.samples.len() < self.opts.max_sample_rows
     }
 
-    fn keep_sample(&mut self, sample: SampleRow) {
-        let cost: usize = sample
-            .iter()
-            .map(|v| SAMPLE_VALUE_OVERHEAD + v.as_ref().map_or(0, String::len))
-            .sum();
-        if self.sample_bytes + cost > self.opts.max_sample_bytes {
+    /// `max_sample_bytes` bounds the rows' bytes as they arrived.
+    fn keep_sample(&mut self, row: &[u8]) {
+        if self.samples.bytes.len() + row.len() > self.opts.max_sample_bytes {
             self.samples_truncated = true;
         } else {
-            self.sample_bytes += cost;
-            self.samples.push(sample);
+            self.samples.push(row);
         }
     }
 
@@ -469,7 +508,13 @@ impl ResultDigest {
 }
 
 fn bounded_text(bytes: &[u8]) -> String {
-    let mut s = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_TEXT_BYTES)]).into_owned();
+    let kept = &bytes[..bytes.len().min(MAX_TEXT_BYTES)];
+    // Tags and messages are nearly always valid UTF-8, which this checks
+    // faster than lossy decoding walks it.
+    let mut s = match std::str::from_utf8(kept) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(kept).into_owned(),
+    };
     if bytes.len() > MAX_TEXT_BYTES {
         s.push('…');
     }
@@ -684,8 +729,8 @@ mod tests {
         let b = summarize(&opts(), &[text_col("v", 25)], &[vec![Some("")]]);
         assert_ne!(a.multiset_digest, b.multiset_digest);
         assert_ne!(a.ordered_digest, b.ordered_digest);
-        assert_eq!(a.samples, vec![vec![None]]);
-        assert_eq!(b.samples, vec![vec![Some(String::new())]]);
+        assert_eq!(a.sample_rows(), vec![vec![None]]);
+        assert_eq!(b.sample_rows(), vec![vec![Some(String::new())]]);
     }
 
     #[test]
@@ -827,8 +872,14 @@ mod tests {
         assert_eq!(s.rows, 1_000_000);
         assert_eq!(s.row_hashes.len(), o.max_row_hashes);
         assert!(s.samples.len() <= o.max_sample_rows);
-        let sampled: usize = s.samples.iter().flatten().flatten().map(String::len).sum();
-        assert!(sampled <= o.max_sample_bytes);
+        let sampled: usize = s
+            .sample_rows()
+            .iter()
+            .flatten()
+            .flatten()
+            .map(String::len)
+            .sum();
+        assert!(sampled > 0 && sampled <= o.max_sample_bytes);
         assert!(s.row_hashes.capacity() <= 2 * o.max_row_hashes);
         assert!(!s.all_row_hashes_kept());
     }

@@ -25,7 +25,7 @@ use serde::Serialize;
 
 pub use digest::{
     BackendError, ColumnInfo, DigestOptions, IgnoreColumns, MultisetDigest, ResultDigest,
-    ResultSummary, SampleRow,
+    ResultSummary, SampleRow, Samples,
 };
 pub use record::{MismatchContext, MismatchRecord, Redaction};
 pub use verdict::{compare, CompareKind, DifferingRow, Reason, Verdict};

@@ -276,7 +276,7 @@ fn row_of(summary: &ResultSummary, side: Role, row: usize) -> DifferingRow {
     DifferingRow {
         side,
         row: row as u64,
-        values: summary.samples.get(row).cloned(),
+        values: summary.sample(row),
     }
 }
 
@@ -624,7 +624,10 @@ mod tests {
         let far = digest(701, &1.1f64.to_be_bytes());
         assert!(compare(&one, &close, CompareKind::Read).is_match());
         assert!(!compare(&one, &far, CompareKind::Read).is_match());
-        assert_eq!(one.samples[0][0].as_deref(), Some("\\x3ff0000000000000"));
+        assert_eq!(
+            one.sample(0).unwrap()[0].as_deref(),
+            Some("\\x3ff0000000000000")
+        );
 
         let one4 = digest(700, &1.0f32.to_be_bytes());
         let far4 = digest(700, &1.5f32.to_be_bytes());

@@ -107,7 +107,7 @@ impl Requests<'_> {
         &mut self,
         b: BackendId,
         class: Option<&Arc<Classification>>,
-        sql: Option<&str>,
+        sql: Option<&Arc<str>>,
         ends_txn: bool,
     ) -> Option<Box<Observer>> {
         let begun = self.begun.take();
@@ -149,7 +149,7 @@ impl Requests<'_> {
                 .ordered(class.statements.iter().any(|s| s.has_order_by))
                 .learned(stats.learned_ignore()),
             kind: CompareKind::of(kind),
-            sql: Arc::from(sql.unwrap_or_default()),
+            sql: sql.map_or_else(|| Arc::from(""), Arc::clone),
             rule: rule_name.map(str::to_owned),
         });
         let sync = self.loaded.config.mirror.mode == MirrorMode::Sync;

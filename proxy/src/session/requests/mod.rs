@@ -231,7 +231,7 @@ impl<'a> Requests<'a> {
         let sql = Query::decode(frame.body())
             .map_err(RelayError::ClientProtocol)?
             .sql_str()
-            .map(str::to_owned);
+            .map(Arc::<str>::from);
         // With no rule that could apply, a statement that cannot change the
         // session's state is routed without being parsed.
         let unparsed = matches!(self.batch, Batch::Idle)
@@ -262,7 +262,7 @@ impl<'a> Requests<'a> {
             }
             _ => self.open_unrouted_idle().await?,
         };
-        let observer = self.plan_batch(b, class.as_ref(), sql.as_deref(), false);
+        let observer = self.plan_batch(b, class.as_ref(), sql.as_ref(), false);
         self.send(b, &frame);
         self.exp.push(Expect::Relay(b, observer));
         if let (Some(class), Some(sql)) = (&class, &sql) {
@@ -889,7 +889,7 @@ struct CopyIn {
     /// by Execute (ends at the Sync after them).
     simple: bool,
     class: Option<Arc<Classification>>,
-    sql: Option<String>,
+    sql: Option<Arc<str>>,
 }
 
 pub(super) fn is_copy_in(class: Option<&Classification>, sql: Option<&str>) -> bool {
