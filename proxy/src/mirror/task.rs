@@ -20,6 +20,7 @@ use super::{now_rfc3339, Diverged};
 use crate::backend::{self, ConnectOptions};
 use crate::bounded::Bound;
 use crate::compare::{compare, MismatchContext, MismatchRecord, Redaction, ResultDigest, Role};
+use crate::gate::Gated;
 use crate::server::Shared;
 use crate::session::observe::{MirrorResult, PrimaryOutcome};
 use crate::stream::Stream;
@@ -81,10 +82,13 @@ pub async fn run(
     let mut batch: Vec<MirrorItem> = Vec::new();
     let mut out = BytesMut::new();
     let mut primary_wait = Bound::new(PRIMARY_WAIT);
+    // Made once and polled only when woken: a token's future registers with
+    // a lock when made and when polled (see `gate`).
+    let mut stopped = Gated::new(stop.cancelled());
     loop {
         let first = tokio::select! {
             item = rx.recv() => match item { Some(i) => i, None => break },
-            _ = stop.cancelled() => {
+            _ = &mut stopped => {
                 abandon(&mut rx, backend, &shared, &session, &state);
                 break;
             }
