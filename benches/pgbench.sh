@@ -11,6 +11,15 @@
 #
 #   DURATION=10 ROUNDS=3 bash benches/pgbench.sh
 #   TARGETS="direct pgshift mirrored" bash benches/pgbench.sh
+#   INSTRUCTIONS=3000 TARGETS="pgbouncer relay pgshift mirrored" bash benches/pgbench.sh
+#
+# With INSTRUCTIONS=N the proxies run under valgrind's callgrind, and instead
+# of TPS and latency the script reports the instructions each proxy
+# executes in user space per one-client transaction (N transactions per
+# mode, after 300 unmeasured ones). Unlike time, that count does not move
+# with what else the machine is doing, so it can tell two builds apart
+# where the timed runs cannot; it leaves out the kernel's work (the
+# syscalls and wake-ups), which is most of a proxy's CPU time.
 #
 # Environment knobs (defaults in brackets):
 #   TARGETS  ["direct pgbouncer relay pgshift mirrored"]   which targets to run, in this order
@@ -24,6 +33,7 @@
 #   LAT_ROUNDS [3]   interleaved one-client latency runs per target
 #   COMPARE  [100]   the mirrored target's compare.sample; 0 mirrors without comparing
 #   OVERFLOW [block] the mirrored target's mirror.on_overflow (block or drop)
+#   INSTRUCTIONS [0] when above 0: count instructions per transaction (see above)
 #   PGSHIFT_BIN      use this pgshift binary instead of building one
 #   RELAY_BIN        use this relay_floor binary instead of building one
 #   PGSHIFT_PG_BIN   directory holding initdb/pg_ctl/postgres
@@ -49,6 +59,8 @@ OVERFLOW=${OVERFLOW:-block}
 [[ $OVERFLOW == block || $OVERFLOW == drop ]] || { echo "OVERFLOW must be block or drop" >&2; exit 1; }
 [[ $COMPARE =~ ^[0-9]+$ && $COMPARE -le 100 ]] || { echo "COMPARE must be 0-100" >&2; exit 1; }
 KEEP=${KEEP:-0}
+INSTRUCTIONS=${INSTRUCTIONS:-0}
+[[ $INSTRUCTIONS =~ ^[0-9]+$ ]] || { echo "INSTRUCTIONS must be a number" >&2; exit 1; }
 ALL_TARGETS="direct pgbouncer relay pgshift mirrored"
 # TARGETS may come from the environment as a space-separated string.
 read -r -a TARGETS <<<"${TARGETS:-$ALL_TARGETS}"
@@ -180,6 +192,10 @@ PSQL=$PG_BIN/psql
 [[ -n $PSQL ]] || die "psql not found"
 PG_ISREADY=$PG_BIN/pg_isready
 [[ -x $PG_ISREADY ]] || PG_ISREADY=$(command -v pg_isready || true)
+if [[ $INSTRUCTIONS -gt 0 ]]; then
+    command -v valgrind >/dev/null && command -v callgrind_control >/dev/null ||
+        die "INSTRUCTIONS needs valgrind (apt-get install valgrind)"
+fi
 
 find_pgbouncer() {
     PGBOUNCER=$(command -v pgbouncer 2>/dev/null || true)
@@ -276,6 +292,11 @@ free_port RELAY_PORT
 free_port MIRROR_PORT
 free_port MIRROR_ADMIN_PORT
 
+# Under INSTRUCTIONS, each proxy starts under callgrind; its dumps go to
+# $DIR/callgrind.PID.N.
+LAUNCH=()
+[[ $INSTRUCTIONS -eq 0 ]] || LAUNCH=(valgrind -q --tool=callgrind "--callgrind-out-file=$DIR/callgrind.%p")
+
 APP_PASSWORD=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 export PGPASSWORD=$APP_PASSWORD PGUSER=app PGDATABASE=app PGHOST=127.0.0.1
 export PGCONNECT_TIMEOUT=10
@@ -339,7 +360,7 @@ if [[ $EUID -eq 0 ]]; then
 fi
 chmod 600 "$DIR/userlist.txt"
 log "pgbouncer on port $BOUNCER_PORT"
-"${AS_USER[@]}" "$PGBOUNCER" "$DIR/pgbouncer.ini" >"$DIR/pgbouncer.log" 2>&1 &
+"${AS_USER[@]}" "${LAUNCH[@]}" "$PGBOUNCER" "$DIR/pgbouncer.ini" >"$DIR/pgbouncer.log" 2>&1 &
 BOUNCER_PID=$!
 fi
 
@@ -361,7 +382,7 @@ defaults: { primary: old, mirror: none }
 EOF
 chmod 600 "$DIR/pgshift.yaml"
 log "pgshift ($SHIFT_BIN) on port $SHIFT_PORT"
-RUST_LOG=${RUST_LOG:-warn} "$SHIFT_BIN" run --config "$DIR/pgshift.yaml" >"$DIR/pgshift.log" 2>&1 &
+RUST_LOG=${RUST_LOG:-warn} "${LAUNCH[@]}" "$SHIFT_BIN" run --config "$DIR/pgshift.yaml" >"$DIR/pgshift.log" 2>&1 &
 SHIFT_PID=$!
 fi
 
@@ -388,14 +409,14 @@ mirror: { mode: async, on_overflow: $OVERFLOW }
 EOF
 chmod 600 "$DIR/pgshift-mirrored.yaml"
 log "pgshift mirrored ($SHIFT_BIN) on port $MIRROR_PORT, admin on $MIRROR_ADMIN_PORT"
-RUST_LOG=${RUST_LOG:-warn} "$SHIFT_BIN" run --config "$DIR/pgshift-mirrored.yaml" >"$DIR/pgshift-mirrored.log" 2>&1 &
+RUST_LOG=${RUST_LOG:-warn} "${LAUNCH[@]}" "$SHIFT_BIN" run --config "$DIR/pgshift-mirrored.yaml" >"$DIR/pgshift-mirrored.log" 2>&1 &
 MIRROR_PID=$!
 fi
 
 # ---------------------------------------------------------------- relay floor
 if has_target relay; then
 log "relay_floor ($RELAY) on port $RELAY_PORT"
-"$RELAY" "127.0.0.1:$RELAY_PORT" "127.0.0.1:$PG_PORT" >"$DIR/relay.log" 2>&1 &
+"${LAUNCH[@]}" "$RELAY" "127.0.0.1:$RELAY_PORT" "127.0.0.1:$PG_PORT" >"$DIR/relay.log" 2>&1 &
 RELAY_PID=$!
 fi
 
@@ -506,6 +527,56 @@ bench() {
     log "$(printf '%-6s %-9s -M %-8s tps %10s  host cpu %3s%% (usr %3s%% sys %3s%%)%s' \
         "$tag" "$t" "$mode" "$tps" "$busy" "$husr" "$hsys" "$proxy_note")"
 }
+
+# ---------------------------------------------------------------- instructions
+# counted TARGET MODE TXNS: instructions the target's process executed
+# while one pgbench client connected and ran TXNS transactions.
+counted() {
+    local t=$1 mode=$2 n=$3 pid=${PID_OF[$1]} dump total out=$DIR/ins-$1-$2-$3.txt
+    # callgrind_control reaches a process through pipes named after its
+    # user: pgbouncer's runs as RUN_USER.
+    local control=(timeout 60 callgrind_control)
+    [[ $t != pgbouncer ]] || control=("${AS_USER[@]}" "${control[@]}")
+    "${control[@]}" -z "$pid" >/dev/null 2>&1 || die "$t: callgrind_control -z failed"
+    run_waited "$out" "$PGBENCH" -n -S -M "$mode" -c 1 -t "$n" -p "${PORT[$t]}" ||
+        { cat "$out" >&2; die "$t -M $mode: pgbench failed"; }
+    "${control[@]}" -d "$pid" >/dev/null 2>&1 || die "$t: callgrind_control -d failed"
+    dump=$(ls "$DIR"/callgrind."$pid".* 2>/dev/null | sort -V | tail -n 1)
+    total=$(awk '/^summary:/ {print $2; exit}' "$dump")
+    [[ $total =~ ^[0-9]+$ ]] || die "$t: no instruction total in ${dump:-the callgrind dump}"
+    echo "$total"
+}
+# instructions TARGET MODE: "per-transaction per-connection" instruction
+# counts, from a run of INSTRUCTIONS transactions and one of twice as
+# many (each pays for one connection, its authentication included).
+instructions() {
+    local one two
+    counted "$1" "$2" 300 >/dev/null
+    one=$(counted "$1" "$2" "$INSTRUCTIONS")
+    two=$(counted "$1" "$2" $((2 * INSTRUCTIONS)))
+    echo "$(((two - one) / INSTRUCTIONS)) $((2 * one - two))"
+}
+if [[ $INSTRUCTIONS -gt 0 ]]; then
+    echo
+    echo "Instructions executed in each proxy's own process (user space; callgrind), pgbench -S -c 1:"
+    echo "per transaction, and per connection (its login: the proxy's own SCRAM exchange, where it has one),"
+    echo "from runs of $INSTRUCTIONS and $((2 * INSTRUCTIONS)) transactions per mode after 300 unmeasured ones"
+    line=$(printf '  %-9s' mode)
+    for t in "${TARGETS[@]}"; do [[ -z ${PID_OF[$t]} ]] || line+=$(printf ' %23s' "$t: txn / connection"); done
+    echo "$line"
+    for mode in $MODES; do
+        line=$(printf '  %-9s' "$mode")
+        for t in "${TARGETS[@]}"; do
+            [[ -n ${PID_OF[$t]} ]] || continue
+            read -r per_txn per_conn <<<"$(instructions "$t" "$mode")"
+            line+=$(printf ' %23s' "$per_txn / $per_conn")
+        done
+        echo "$line"
+    done
+    [[ -z $SHIFT_BIN ]] ||
+        echo "  ($("$SHIFT_BIN" --version 2>&1 | awk 'NR == 1'), git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "?"))"
+    exit 0
+fi
 
 # ---------------------------------------------------------------- runs
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
