@@ -3,9 +3,10 @@
 //! Towards clients pgshift is the server: [`ScramServer`] checks a client's
 //! proof against a [`ScramVerifier`] (the string Postgres keeps in
 //! `pg_authid`), so the proxy never needs the plaintext password. Towards a
-//! backend pgshift is the client: [`ScramClient`] wraps the implementation in
-//! `postgres-protocol`, which tokio-postgres has exercised against real
-//! servers for years.
+//! backend pgshift is the client: [`ScramClient`], which lets the caller
+//! supply the SaltedPassword (PBKDF2 over 4096 HMACs by default, the
+//! costly part of a login) from a cache, since a backend role's salt and
+//! iteration count stay the same from one login to the next.
 //!
 //! Channel binding is never offered. TLS terminates at the proxy, so a
 //! client's `tls-server-end-point` binding could only ever name pgshift's
@@ -18,7 +19,6 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use sha2::{Digest, Sha256};
 
 use super::{constant_time_eq, AuthError, SCRAM_SHA_256};
@@ -43,9 +43,12 @@ pub const SERVER_NONCE_LEN: usize = 18;
 /// Highest iteration count [`ScramClient`] accepts from a backend.
 ///
 /// The count drives a PBKDF2 loop on our side, so an impostor backend could
-/// otherwise pin a proxy thread for minutes. `postgres-protocol` enforces
-/// the same bound; checking it here gives the error a clear reason.
+/// otherwise pin a proxy thread for minutes; `postgres-protocol` (the
+/// client of tokio-postgres) caps it at the same count.
 pub const MAX_CLIENT_ITERATIONS: u32 = 100_000;
+
+/// Random bytes in a client nonce; base64, they make 24 characters.
+const CLIENT_NONCE_LEN: usize = 18;
 
 const KEY_LEN: usize = 32;
 const VERIFIER_PREFIX: &str = "SCRAM-SHA-256$";
@@ -113,9 +116,8 @@ impl ScramVerifier {
     /// (PBKDF2 runs at least once, and Postgres rejects 0).
     pub fn from_password(password: &str, salt: &[u8], iterations: u32) -> Self {
         let iterations = iterations.max(1);
-        let password = saslprep_or_raw(password);
         let salted_password =
-            pbkdf2::pbkdf2_hmac_array::<Sha256, KEY_LEN>(password.as_bytes(), salt, iterations);
+            salted_password(&normalize_password(password.as_bytes()), salt, iterations);
         let client_key = hmac_sha256(&salted_password, &[b"Client Key"]);
         let server_key = hmac_sha256(&salted_password, &[b"Server Key"]);
         ScramVerifier {
@@ -176,10 +178,19 @@ fn decode_key(b64: &str) -> Result<[u8; KEY_LEN], AuthError> {
     bytes.try_into().map_err(|_| AuthError::InvalidVerifier)
 }
 
-/// Postgres' `pg_saslprep` policy: normalise when SASLprep accepts the
-/// password, otherwise hash the bytes as given.
-fn saslprep_or_raw(password: &str) -> std::borrow::Cow<'_, str> {
-    stringprep::saslprep(password).unwrap_or(std::borrow::Cow::Borrowed(password))
+/// Postgres' `pg_saslprep` policy, which libpq follows too: normalise a
+/// UTF-8 password SASLprep accepts, otherwise use the bytes as given.
+pub fn normalize_password(password: &[u8]) -> Vec<u8> {
+    match std::str::from_utf8(password).map(stringprep::saslprep) {
+        Ok(Ok(p)) => p.into_owned().into_bytes(),
+        _ => password.to_vec(),
+    }
+}
+
+/// `SaltedPassword := Hi(password, salt, i)`, PBKDF2-HMAC-SHA-256 of a
+/// password already through [`normalize_password`].
+pub fn salted_password(normalized: &[u8], salt: &[u8], iterations: u32) -> [u8; KEY_LEN] {
+    pbkdf2::pbkdf2_hmac_array::<Sha256, KEY_LEN>(normalized, salt, iterations)
 }
 
 /// HMAC-SHA-256 over the concatenation of `parts`.
@@ -525,8 +536,9 @@ pub fn choose_mechanism(list_payload: &[u8]) -> Result<&'static str, AuthError> 
 enum ClientState {
     /// Sent (or about to send) client-first; waiting for server-first.
     Initial,
-    /// Sent client-final; waiting for server-final.
-    SentFinal,
+    /// Sent client-final; waiting for server-final, which must carry this
+    /// ServerSignature.
+    SentFinal { server_signature: [u8; KEY_LEN] },
     /// Finished, successfully or not.
     Done,
 }
@@ -542,7 +554,8 @@ enum ClientState {
 /// AuthenticationOk without SASLFinal must be treated as a failure by the
 /// caller.
 pub struct ScramClient {
-    inner: ScramSha256,
+    /// Through [`normalize_password`].
+    password: Vec<u8>,
     client_first: Vec<u8>,
     client_nonce: Vec<u8>,
     state: ClientState,
@@ -553,18 +566,20 @@ impl ScramClient {
     ///
     /// Channel binding is declared unsupported (`n,,`), not "unrequested"
     /// (`y,,`): a Postgres server that offers PLUS over TLS rejects `y` as a
-    /// downgrade, while `n` is always accepted.
+    /// downgrade, while `n` is always accepted. The user name is left empty,
+    /// as libpq does: Postgres takes it from the startup packet.
     pub fn new(password: &[u8]) -> Self {
-        let inner = ScramSha256::new(password, ChannelBinding::unsupported());
-        let client_first = inner.message().to_vec();
-        let client_nonce = client_first
-            .strip_prefix(b"n,,n=,r=")
-            .unwrap_or_default()
-            .to_vec();
+        let nonce: [u8; CLIENT_NONCE_LEN] = rand::random();
+        Self::with_nonce(password, STANDARD.encode(nonce).as_bytes())
+    }
+
+    fn with_nonce(password: &[u8], nonce: &[u8]) -> Self {
+        let mut client_first = b"n,,n=,r=".to_vec();
+        client_first.extend_from_slice(nonce);
         ScramClient {
-            inner,
+            password: normalize_password(password),
             client_first,
-            client_nonce,
+            client_nonce: nonce.to_vec(),
             state: ClientState::Initial,
         }
     }
@@ -576,10 +591,21 @@ impl ScramClient {
 
     /// Handles the AuthenticationSASLContinue payload and returns the
     /// client-final-message to send in a SASLResponse.
+    pub fn server_first(&mut self, data: &[u8]) -> Result<Vec<u8>, AuthError> {
+        self.server_first_with(data, salted_password)
+    }
+
+    /// [`Self::server_first`], with the SaltedPassword from `salted`, given
+    /// the normalized password, the salt and the iteration count: a cache
+    /// of earlier logins, say, or [`salted_password`] itself.
     ///
     /// The nonce and iteration count are checked here, before any PBKDF2
     /// work, so an impostor cannot make us burn CPU and gets a precise error.
-    pub fn server_first(&mut self, data: &[u8]) -> Result<Vec<u8>, AuthError> {
+    pub fn server_first_with(
+        &mut self,
+        data: &[u8],
+        salted: impl FnOnce(&[u8], &[u8], u32) -> [u8; KEY_LEN],
+    ) -> Result<Vec<u8>, AuthError> {
         if !matches!(
             std::mem::replace(&mut self.state, ClientState::Done),
             ClientState::Initial
@@ -594,10 +620,16 @@ impl ScramClient {
         if nonce.len() <= self.client_nonce.len() || !nonce.starts_with(&self.client_nonce) {
             return Err(AuthError::NonceMismatch);
         }
+        if !nonce
+            .iter()
+            .all(|&b| (0x21..=0x7e).contains(&b) && b != b',')
+        {
+            return Err(AuthError::Malformed("invalid nonce"));
+        }
         let rest = rest
             .strip_prefix(b",")
             .ok_or(AuthError::Malformed("missing salt"))?;
-        let (_salt, rest) = attribute(rest, b's', "missing salt")?;
+        let (salt, rest) = attribute(rest, b's', "missing salt")?;
         let rest = rest
             .strip_prefix(b",")
             .ok_or(AuthError::Malformed("missing iteration count"))?;
@@ -607,6 +639,9 @@ impl ScramClient {
                 "trailing data in server-first-message",
             ));
         }
+        let salt = STANDARD
+            .decode(salt)
+            .map_err(|_| AuthError::Malformed("invalid salt"))?;
         let iterations: u32 = std::str::from_utf8(iterations)
             .ok()
             .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
@@ -619,38 +654,50 @@ impl ScramClient {
             return Err(AuthError::Malformed("iteration count too large"));
         }
 
-        self.inner
-            .update(data)
-            .map_err(|_| AuthError::Malformed("invalid server-first-message"))?;
-        let client_final = self.inner.message().to_vec();
-        self.state = ClientState::SentFinal;
+        let salted_password = salted(&self.password, &salt, iterations);
+        let client_key = hmac_sha256(&salted_password, &[b"Client Key"]);
+        let stored_key: [u8; KEY_LEN] = Sha256::digest(client_key).into();
+        // "biws" is base64 of the GS2 header "n,,".
+        let mut client_final = b"c=biws,r=".to_vec();
+        client_final.extend_from_slice(nonce);
+        let client_first_bare = &self.client_first[3..];
+        let auth_message: [&[u8]; 5] = [client_first_bare, b",", data, b",", &client_final];
+        let client_signature = hmac_sha256(&stored_key, &auth_message);
+        let mut proof = client_key;
+        for (p, s) in proof.iter_mut().zip(client_signature) {
+            *p ^= s;
+        }
+        let server_key = hmac_sha256(&salted_password, &[b"Server Key"]);
+        let server_signature = hmac_sha256(&server_key, &auth_message);
+        client_final.extend_from_slice(b",p=");
+        client_final.extend_from_slice(STANDARD.encode(proof).as_bytes());
+        self.state = ClientState::SentFinal { server_signature };
         Ok(client_final)
     }
 
     /// Handles the AuthenticationSASLFinal payload, succeeding only if the
     /// backend's signature proves it holds the password's ServerKey.
     pub fn server_final(&mut self, data: &[u8]) -> Result<(), AuthError> {
-        if !matches!(
-            std::mem::replace(&mut self.state, ClientState::Done),
-            ClientState::SentFinal
-        ) {
+        let ClientState::SentFinal { server_signature } =
+            std::mem::replace(&mut self.state, ClientState::Done)
+        else {
             return Err(AuthError::OutOfOrder);
-        }
+        };
         check_envelope(data)?;
         if data.starts_with(b"e=") {
             return Err(AuthError::Malformed("server reported a SCRAM error"));
         }
-        // Validate the shape ourselves so that the only failure left for the
-        // inner check is a wrong signature.
         let (signature, rest) = attribute(data, b'v', "missing server signature")?;
-        let well_formed =
-            rest.is_empty() && STANDARD.decode(signature).is_ok_and(|s| s.len() == KEY_LEN);
-        if !well_formed {
-            return Err(AuthError::Malformed("invalid server signature"));
+        let signature = STANDARD
+            .decode(signature)
+            .ok()
+            .filter(|s| rest.is_empty() && s.len() == KEY_LEN)
+            .ok_or(AuthError::Malformed("invalid server signature"))?;
+        if constant_time_eq(&signature, &server_signature) {
+            Ok(())
+        } else {
+            Err(AuthError::BadServerSignature)
         }
-        self.inner
-            .finish(data)
-            .map_err(|_| AuthError::BadServerSignature)
     }
 }
 
@@ -658,7 +705,7 @@ impl fmt::Debug for ScramClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             ClientState::Initial => "Initial",
-            ClientState::SentFinal => "SentFinal",
+            ClientState::SentFinal { .. } => "SentFinal",
             ClientState::Done => "Done",
         };
         f.debug_struct("ScramClient")
@@ -1097,6 +1144,46 @@ mod tests {
         client.server_final(&tamper(server_final))
     }
 
+    /// The RFC 7677 exchange as Postgres sees it (an empty user name in
+    /// client-first); expected messages from Python's hashlib and hmac.
+    #[test]
+    fn client_messages_match_an_independent_computation() {
+        let mut client = ScramClient::with_nonce(b"pencil", b"rOprNGfwEbeRWgbNEkqO");
+        assert_eq!(client.client_first(), b"n,,n=,r=rOprNGfwEbeRWgbNEkqO");
+        let mut seen = None;
+        let client_final = client
+            .server_first_with(RFC_SERVER_FIRST.as_bytes(), |p, salt, i| {
+                seen = Some((p.to_vec(), salt.to_vec(), i));
+                salted_password(p, salt, i)
+            })
+            .unwrap();
+        assert_eq!(seen, Some((b"pencil".to_vec(), rfc_salt(), 4096)));
+        assert_eq!(
+            String::from_utf8(client_final).unwrap(),
+            "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+             p=qvT2SWdEH5Q06albL+hjSYuUhCG7VndFyzIb7CK4n9k="
+        );
+        assert_eq!(
+            client.server_final(b"v=3HO6Qt1M4MKJrmlKaoOqLAI0/0TV0HZe7J9H3MBtSOg="),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_cached_salted_password_logs_in_without_pbkdf2() {
+        let salted = salted_password(b"pencil", &rfc_salt(), 4096);
+        let mut client = ScramClient::new(b"pencil");
+        let mut server = ScramServer::with_random_nonce(rfc_verifier());
+        let server_first = server
+            .client_first(SCRAM_SHA_256, client.client_first())
+            .unwrap();
+        let client_final = client
+            .server_first_with(&server_first, |_, _, _| salted)
+            .unwrap();
+        let server_final = server.client_final(&client_final).unwrap();
+        assert_eq!(client.server_final(&server_final), Ok(()));
+    }
+
     #[test]
     fn client_and_server_agree_on_right_password() {
         let verifier = ScramVerifier::from_password("pencil", &rfc_salt(), 4096);
@@ -1271,7 +1358,7 @@ mod tests {
         #[test]
         fn client_never_panics_past_nonce_check(tail in any_bytes(), fin in any_bytes()) {
             // Continue the client's own nonce so parsing reaches the salt,
-            // the iteration count and postgres-protocol's parser.
+            // the iteration count and the proof's computation.
             let mut client = ScramClient::new(b"pencil");
             let mut first = b"r=".to_vec();
             first.extend_from_slice(&client.client_first()[b"n,,n=,r=".len()..]);

@@ -329,7 +329,7 @@ async fn authenticate(
                     .as_mut()
                     .ok_or_else(|| auth_err("SASL continue before SASL start".into()))?;
                 let reply = client
-                    .server_first(data)
+                    .server_first_with(data, super::salted::salted_password)
                     .map_err(|e| auth_err(e.to_string()))?;
                 encode::sasl_response(&mut out, &reply);
             }

@@ -2,5 +2,6 @@
 
 pub mod cancel;
 pub mod connect;
+mod salted;
 
 pub use connect::{connect, BackendConn, CancelKey, ConnectError, ConnectOptions};
