@@ -373,9 +373,7 @@ impl<'a> Requests<'a> {
             // backends get them with the next catch-up.
             for f in frames.iter().filter(|f| f.tag() == tag::PARSE) {
                 let text = self.parse_text(f)?;
-                if let Ok(p) = Parse::decode(f.body()) {
-                    self.state.parsed_nowhere(p.name, f.as_bytes(), text);
-                }
+                self.state.parsed_nowhere(parse_name(f), f.as_bytes(), text);
             }
             self.held_begin = None;
         } else {
@@ -543,12 +541,8 @@ impl<'a> Requests<'a> {
     }
 
     fn note_parse(&mut self, frame: &Frame, b: BackendId, text: ParseText) {
-        // The name is the body's first string, and the frame decoded once
-        // already (its text was classified).
-        let body = frame.body();
-        let name = &body[..body.iter().position(|&c| c == 0).unwrap_or(0)];
         self.state
-            .parsed(name, frame.as_bytes(), text, link_slot(b));
+            .parsed(parse_name(frame), frame.as_bytes(), text, link_slot(b));
     }
 
     /// Bookkeeping for a message about to go to `b`.
@@ -878,6 +872,13 @@ impl<'a> Requests<'a> {
         }
         Ok(())
     }
+}
+
+/// The statement name of a Parse already decoded once (by
+/// [`Requests::parse_text`]): the body's first string.
+fn parse_name(parse: &Frame) -> &[u8] {
+    let body = parse.body();
+    &body[..body.iter().position(|&c| c == 0).unwrap_or(0)]
 }
 
 /// The statement that decides a batch's backend, and its text.
