@@ -1,11 +1,12 @@
-//! A connection that may have been upgraded to TLS, and its two halves.
+//! A connection (TCP, possibly upgraded to TLS, or a backend's Unix
+//! socket) and its two halves.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
 pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
@@ -13,6 +14,8 @@ pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+    /// Only towards a backend on the same host.
+    Unix(UnixStream),
 }
 
 impl Stream {
@@ -20,7 +23,7 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
-    /// Plain TCP splits without a lock; TLS shares one session between the
+    /// Plain sockets split without a lock; TLS shares one session between the
     /// halves and so goes through tokio's split.
     pub fn split(self) -> (ReadHalf, WriteHalf) {
         match self {
@@ -30,6 +33,10 @@ impl Stream {
             }
             Stream::Tls(tls) => {
                 let (r, w) = tokio::io::split(tls);
+                (Box::new(r), Box::new(w))
+            }
+            Stream::Unix(unix) => {
+                let (r, w) = unix.into_split();
                 (Box::new(r), Box::new(w))
             }
         }
@@ -45,6 +52,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -58,6 +66,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -65,6 +74,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -72,6 +82,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

@@ -323,6 +323,8 @@ fn bad_urls() {
         ("postgres://app@/db", "no host"),
         ("postgres://app@h:99999/db", "port"),
         ("postgres://app@h1,h2/db", "multiple hosts"),
+        ("postgres://app@h/db?host=%2Ftmp", "given both"),
+        ("postgres://app@/db?host=tmp%2Fpg", "invalid characters"),
         (
             "postgres://app@h/db?sslmode=verify-full",
             "sslmode=verify-full is not supported",
@@ -394,6 +396,42 @@ auth: { method: trust }
     assert!(errs.errors[0]
         .message
         .contains("conflicts with sslmode=disable"));
+}
+
+#[test]
+fn unix_socket_backends() {
+    let yaml = r#"
+backends:
+  old: { url: "postgres://app@%2Fvar%2Frun%2Fpostgresql:5433/shop" }
+  new: { url: "postgres://app@/shop_new?host=/tmp/pg&port=6000", tls: disable }
+auth: { method: trust }
+"#;
+    let c = parse_config(yaml, &env).unwrap_or_else(|e| panic!("{e}"));
+    let old = &c.backends.old;
+    assert_eq!((old.host.as_str(), old.port), ("/var/run/postgresql", 5433));
+    assert_eq!(old.url, "postgres://app@%2Fvar%2Frun%2Fpostgresql:5433/shop");
+    assert_eq!(
+        pgshift_rules::config::unix_socket_path(&old.host, old.port).as_deref(),
+        Some("/var/run/postgresql/.s.PGSQL.5433")
+    );
+    let new = &c.backends.new;
+    assert_eq!((new.host.as_str(), new.port), ("/tmp/pg", 6000));
+    assert!(new.options.is_empty(), "{:?}", new.options);
+
+    // Postgres never offers TLS on a Unix socket, so `require` is refused
+    // where it is written.
+    for (old, field) in [
+        ("{ url: \"postgres://app@%2Ftmp/db\", tls: require }", "backends.old.tls"),
+        ("{ url: \"postgres://app@%2Ftmp/db?sslmode=require\" }", "backends.old.url"),
+    ] {
+        let yaml = format!(
+            "backends:\n  old: {old}\n  new: {{ url: \"postgres://app@127.0.0.1:5433/app\" }}\nauth: {{ method: trust }}\n"
+        );
+        let errs = parse_config(&yaml, &env).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs}");
+        assert_eq!(errs.errors[0].path, field, "{errs}");
+        assert!(errs.errors[0].message.contains("Unix-domain socket"), "{errs}");
+    }
 }
 
 #[test]

@@ -293,3 +293,95 @@ async fn startup_options_reach_the_backend() {
     let wm: String = c.query_one("SHOW work_mem", &[]).await.unwrap().get(0);
     assert_eq!(wm, "5MB");
 }
+
+/// Both backends reached over their Unix sockets, each URL form once: the
+/// percent-encoded directory as host, and libpq's `?host=` parameter.
+/// Statements, mirrored writes and a cancel all travel over the sockets.
+#[tokio::test]
+async fn unix_socket_backends() {
+    let db = fresh_db("unix_backends");
+    let pair = old_and_new();
+    let dir = |c: &pgshift_tests::LocalCluster| c.socket_dir().to_str().unwrap().to_owned();
+    let yaml = format!(
+        "listen: 127.0.0.1:0
+backends:
+  old: {{ url: \"postgres://app@{old_dir}:{old_port}/{db}\" }}
+  new: {{ url: \"postgres://app@/{db}?host={new_dir}&port={new_port}\" }}
+{auth}defaults: {{ primary: old, mirror: new }}
+",
+        old_dir = dir(&pair.old).replace('/', "%2F"),
+        old_port = pair.old.port(),
+        new_dir = dir(&pair.new),
+        new_port = pair.new.port(),
+        auth = pgshift_tests::SCRAM_AUTH,
+    );
+    let proxy = pgshift_tests::proxy_with_yaml(&db, &yaml).await;
+    let c = proxy.client().await;
+
+    // A Unix-socket session has no server address; a TCP one would.
+    let row = c
+        .query_one(
+            "SELECT inet_server_addr() IS NULL, current_setting('port')::int",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "OLD is reached over its socket");
+    assert_eq!(row.get::<_, i32>(1), i32::from(pair.old.port()));
+
+    c.batch_execute("CREATE TABLE u (id int); INSERT INTO u VALUES (1), (2)")
+        .await
+        .unwrap();
+    proxy.mirrors_drained().await;
+    let on_new = pgshift_tests::connect(&pgshift_tests::url_new(&db)).await;
+    let n: i64 = on_new
+        .query_one("SELECT count(*) FROM u", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2, "the mirrored writes reached NEW over its socket");
+    let counters = proxy.mirror_counters(pgshift_rules::config::BackendId::New);
+    assert_eq!((counters.errors, counters.dropped), (0, 0), "{counters:?}");
+
+    // Cancel is re-sent over the socket too.
+    let token = c.cancel_token();
+    let started = Instant::now();
+    let sleeper =
+        tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let err = sleeper.await.unwrap().expect_err("cancelled");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// A socket directory where no Postgres listens: the client gets an error
+/// naming the socket path, and the proxy goes on serving.
+#[tokio::test]
+async fn unix_socket_backend_missing() {
+    let db = fresh_db("unix_missing");
+    let gone = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "listen: 127.0.0.1:0
+backends:
+  old: {{ url: \"postgres://app@/{db}?host={dir}&port=5999\" }}
+  new: {{ url: \"{new}\", tls: disable }}
+{auth}",
+        dir = gone.path().display(),
+        new = pgshift_tests::url_new(&db),
+        auth = pgshift_tests::SCRAM_AUTH,
+    );
+    let proxy = pgshift_tests::proxy_with_yaml(&db, &yaml).await;
+    for _ in 0..2 {
+        let err = pgshift_tests::try_connect(&proxy.url())
+            .await
+            .err()
+            .expect("OLD cannot be reached");
+        let text = format!("{err:?}");
+        assert!(text.contains(".s.PGSQL.5999"), "{text}");
+    }
+}

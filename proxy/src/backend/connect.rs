@@ -1,4 +1,5 @@
-//! Opening a session's connection to a backend: TCP, optional TLS, the
+//! Opening a session's connection to a backend: TCP (optionally TLS) or a
+//! Unix socket, the
 //! startup message with the client's options, and authentication with the
 //! backend's own credentials.
 
@@ -10,7 +11,7 @@ use pgshift_protocol::backend::{self, tag, Authentication};
 use pgshift_protocol::encode;
 use pgshift_rules::config::{Backend, BackendId, BackendTls};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::stream::Stream;
 use crate::wire::{read_frame, send, WireError};
@@ -214,7 +215,8 @@ fn startup_params<'a>(
     params
 }
 
-/// TCP, then TLS as the backend's `tls` setting asks.
+/// TCP, then TLS as the backend's `tls` setting asks; or the Unix socket
+/// when the host is a directory.
 pub async fn open_stream(
     id: BackendId,
     host: &str,
@@ -222,6 +224,18 @@ pub async fn open_stream(
     mode: BackendTls,
     connector: Option<&tokio_rustls::TlsConnector>,
 ) -> Result<Stream, ConnectError> {
+    if let Some(path) = pgshift_rules::config::unix_socket_path(host, port) {
+        // No SSLRequest: Postgres refuses TLS on its Unix sockets, and the
+        // configuration rejects `tls: require` for them.
+        return match UnixStream::connect(&path).await {
+            Ok(unix) => Ok(Stream::Unix(unix)),
+            Err(source) => Err(ConnectError::Unreachable {
+                backend: id,
+                addr: path,
+                source,
+            }),
+        };
+    }
     let addr = format!("{host}:{port}");
     let mut tcp =
         TcpStream::connect((host, port))

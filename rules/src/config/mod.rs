@@ -20,6 +20,7 @@ mod units;
 mod yaml;
 
 pub use backend::{Backend, BackendId, BackendTls, Backends};
+pub use pgurl::unix_socket_path;
 pub use error::{ConfigError, ConfigErrors};
 pub use ident::{NameError, TableName};
 pub use kind::{Kind, KindSet};

@@ -18,9 +18,7 @@ pub(crate) struct PgUrl {
 /// libpq connection settings that are not server startup parameters and that
 /// pgshift does not implement; accepting them silently would mislead.
 const UNSUPPORTED_PARAMS: &[&str] = &[
-    "host",
     "hostaddr",
-    "port",
     "dbname",
     "user",
     "password",
@@ -57,6 +55,11 @@ const UNSUPPORTED_PARAMS: &[&str] = &[
 
 /// Parses `postgres[ql]://[user[:password]@]host[:port][/database][?k=v&...]`.
 ///
+/// A host that starts with `/` is the directory of a Unix-domain socket, as
+/// in libpq: written percent-encoded (`%2Fvar%2Frun%2Fpostgresql`) or as a
+/// `host=` query parameter after an empty host. `port=` may likewise be a
+/// query parameter; it names the socket file (`.s.PGSQL.<port>`).
+///
 /// The user info ends at the last `@` before any `?`, so a password pasted
 /// from the environment may contain `@`, `/` or `:`; it may not contain `?`,
 /// and a literal `%` must be written `%25`.
@@ -87,7 +90,7 @@ pub(crate) fn parse(url: &str) -> Result<PgUrl, String> {
         }
     }
 
-    let (host, port) = parse_host_port(hostport)?;
+    let (mut host, mut port) = parse_host_port(hostport)?;
     let database = match path {
         Some(p) => Some(decode(p).map_err(|e| format!("database name: {e}"))?),
         None => None,
@@ -101,6 +104,21 @@ pub(crate) fn parse(url: &str) -> Result<PgUrl, String> {
             .ok_or("query parameters must be written key=value")?;
         let k = decode(k).map_err(|e| format!("query parameter name: {e}"))?;
         let v = decode(v).map_err(|e| format!("query parameter {k}: {e}"))?;
+        if k == "host" || k == "port" {
+            let given_twice = || format!("{k} is given both in the URL and as a query parameter");
+            if k == "host" {
+                if !host.is_empty() {
+                    return Err(given_twice());
+                }
+                host = v;
+            } else {
+                if port.is_some() {
+                    return Err(given_twice());
+                }
+                port = Some(parse_port(&v)?);
+            }
+            continue;
+        }
         if UNSUPPORTED_PARAMS.contains(&k.as_str()) {
             return Err(format!(
                 "query parameter {k} is not supported here (put user, host, port and database in the URL itself)"
@@ -111,6 +129,7 @@ pub(crate) fn parse(url: &str) -> Result<PgUrl, String> {
         }
         params.push((k, v));
     }
+    check_host(&host)?;
     Ok(PgUrl {
         host,
         port,
@@ -149,13 +168,34 @@ fn parse_host_port(hostport: &str) -> Result<(String, Option<u16>), String> {
             None => (decode(hostport)?, None),
         }
     };
+    let port = match port {
+        None => None,
+        Some(p) => Some(parse_port(p)?),
+    };
+    Ok((host, port))
+}
+
+/// The longest socket directory whose `/.s.PGSQL.<port>` still fits a
+/// `sun_path` (108 bytes with its NUL) whatever the port.
+const MAX_SOCKET_DIR: usize = 107 - "/.s.PGSQL.65535".len();
+
+fn check_host(host: &str) -> Result<(), String> {
     if host.is_empty() {
-        return Err(
-            "no host: pgshift connects over TCP, e.g. postgres://user@127.0.0.1:5432/db".into(),
-        );
+        return Err("no host: give a TCP host (postgres://user@127.0.0.1:5432/db) or a socket \
+             directory (postgres://user@%2Fvar%2Frun%2Fpostgresql/db)"
+            .into());
     }
     if host.starts_with('/') {
-        return Err("Unix-domain socket hosts are not supported: use a TCP host".into());
+        if host.contains('\0') {
+            return Err("socket directory contains a NUL byte".into());
+        }
+        if host.len() > MAX_SOCKET_DIR {
+            return Err(format!(
+                "socket directory is {} bytes long; at most {MAX_SOCKET_DIR} fit in a socket path",
+                host.len()
+            ));
+        }
+        return Ok(());
     }
     if !host
         .chars()
@@ -163,11 +203,13 @@ fn parse_host_port(hostport: &str) -> Result<(String, Option<u16>), String> {
     {
         return Err("invalid characters in host name".into());
     }
-    let port = match port {
-        None => None,
-        Some(p) => Some(parse_port(p)?),
-    };
-    Ok((host, port))
+    Ok(())
+}
+
+/// Where a backend listens when its host is a socket directory.
+pub fn unix_socket_path(host: &str, port: u16) -> Option<String> {
+    host.starts_with('/')
+        .then(|| format!("{}/.s.PGSQL.{port}", host.trim_end_matches('/')))
 }
 
 fn parse_port(p: &str) -> Result<u16, String> {
@@ -221,7 +263,9 @@ pub(crate) fn masked(
     database: &str,
     params: &[(String, String)],
 ) -> String {
-    let host = if host.contains(':') {
+    let host = if host.starts_with('/') {
+        encode(host)
+    } else if host.contains(':') {
         format!("[{host}]")
     } else {
         host.to_owned()
@@ -298,12 +342,39 @@ mod tests {
             "postgres://u:hunter2@h/d?connect_timeout=3",
             "postgres://u:hunter2@h/d?x",
             "postgres://u:hunter2@h/d?a=1&a=2",
-            "postgres://u:hunter2@%2Ftmp/d",
+            "postgres://u:hunter2@%2Ftmp%00/d",
+            "postgres://u:hunter2@h/d?host=%2Ftmp",
+            "postgres://u:hunter2@h:5/d?port=6",
             "postgres://u:hunter2@h h/d",
         ] {
             let err = parse(bad).expect_err(bad);
             assert!(!err.contains("hunter2"), "{err}");
         }
+    }
+
+    #[test]
+    fn unix_socket_hosts() {
+        let u = parse("postgres://app@%2Fvar%2Frun%2Fpostgresql:5433/db").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("/var/run/postgresql", Some(5433)));
+        let u = parse("postgresql://app@/db?host=/tmp/pg&port=6000&application_name=x").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("/tmp/pg", Some(6000)));
+        assert_eq!(u.params, vec![("application_name".into(), "x".into())]);
+        assert_eq!(
+            unix_socket_path("/tmp/pg/", 6000).as_deref(),
+            Some("/tmp/pg/.s.PGSQL.6000")
+        );
+        assert_eq!(unix_socket_path("db.example.com", 5432), None);
+
+        let longest = format!("/{}", "d".repeat(MAX_SOCKET_DIR - 1));
+        let path = unix_socket_path(&longest, 65535).unwrap();
+        assert_eq!(path.len(), 107);
+        assert!(parse(&format!("postgres://u@/db?host={longest}")).is_ok());
+        let err = parse(&format!("postgres://u@/db?host={longest}d")).unwrap_err();
+        assert!(err.contains("at most 92"), "{err}");
+
+        // Only an absolute path is a socket directory.
+        assert!(parse("postgres://u@/db?host=tmp/pg").is_err());
+        assert!(parse("postgres://u@/db?port=5432").is_err());
     }
 
     #[test]
@@ -317,5 +388,8 @@ mod tests {
             &[("options".into(), "-c x=1".into())],
         );
         assert_eq!(m, "postgres://a%20b:****@[::1]:5432/db?options=-c%20x%3D1");
+        let m = masked("/tmp/pg", 6000, "app", false, "db", &[]);
+        assert_eq!(m, "postgres://app@%2Ftmp%2Fpg:6000/db");
+        assert_eq!(parse(&m).unwrap().host, "/tmp/pg");
     }
 }

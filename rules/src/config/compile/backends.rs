@@ -86,6 +86,18 @@ fn backend(ctx: &mut Ctx<'_>, section: &Fields<'_>, id: BackendId) -> Option<Bac
         // A rejected tls value has been reported; carry on with the default.
         (None, None) => BackendTls::Prefer,
     };
+    if tls == BackendTls::Require && parsed.host.starts_with('/') {
+        // Postgres answers 'N' to an SSLRequest on its Unix sockets, so
+        // `require` could never be met; libpq ignores sslmode there instead,
+        // which would hide the operator's mistake.
+        let at = tls_field.as_ref().unwrap_or(&url_field);
+        ctx.error_at(
+            at,
+            "tls: require cannot be met over a Unix-domain socket (Postgres offers no TLS on \
+             them): use disable or prefer, or a TCP host",
+        );
+        return None;
+    }
 
     let port = parsed.port.unwrap_or(DEFAULT_PORT);
     let database = parsed.database.take().unwrap_or_else(|| user.clone());
