@@ -34,6 +34,9 @@
 #   COMPARE  [100]   the mirrored target's compare.sample; 0 mirrors without comparing
 #   OVERFLOW [block] the mirrored target's mirror.on_overflow (block or drop)
 #   INSTRUCTIONS [0] when above 0: count instructions per transaction (see above)
+#   BACKEND  [tcp]   how the proxies reach Postgres: tcp (loopback) or unix (its
+#                    socket, as a proxy on the database host would); clients
+#                    and the direct target always use loopback TCP
 #   PGSHIFT_BIN      use this pgshift binary instead of building one
 #   RELAY_BIN        use this relay_floor binary instead of building one
 #   PGSHIFT_PG_BIN   directory holding initdb/pg_ctl/postgres
@@ -59,6 +62,8 @@ OVERFLOW=${OVERFLOW:-block}
 [[ $OVERFLOW == block || $OVERFLOW == drop ]] || { echo "OVERFLOW must be block or drop" >&2; exit 1; }
 [[ $COMPARE =~ ^[0-9]+$ && $COMPARE -le 100 ]] || { echo "COMPARE must be 0-100" >&2; exit 1; }
 KEEP=${KEEP:-0}
+BACKEND=${BACKEND:-tcp}
+[[ $BACKEND == tcp || $BACKEND == unix ]] || { echo "BACKEND must be tcp or unix" >&2; exit 1; }
 INSTRUCTIONS=${INSTRUCTIONS:-0}
 [[ $INSTRUCTIONS =~ ^[0-9]+$ ]] || { echo "INSTRUCTIONS must be a number" >&2; exit 1; }
 ALL_TARGETS="direct pgbouncer relay pgshift mirrored"
@@ -317,6 +322,12 @@ synchronous_commit = off
 full_page_writes = off
 password_encryption = 'scram-sha-256'
 EOF
+if [[ $BACKEND == unix ]]; then
+    # The app role logs in with SCRAM over the socket as over TCP, so the
+    # proxies' backend logins cost the same either way.
+    hba=$(cat "$DIR/data/pg_hba.conf")
+    printf 'local all app scram-sha-256\n%s\n' "$hba" >"$DIR/data/pg_hba.conf"
+fi
 touch "$DIR/postgres.log"
 [[ $EUID -ne 0 ]] || chown "$RUN_USER" "$DIR/postgres.log"
 PG_STARTED=1
@@ -337,12 +348,24 @@ for db in "${INIT_DBS[@]}"; do
     "$PSQL" -X -q -h "$DIR" -p "$PG_PORT" -U postgres -d "$db" -c "VACUUM ANALYZE" >/dev/null
 done
 
+# Where the proxies find Postgres: loopback TCP, or the socket in $DIR.
+if [[ $BACKEND == unix ]]; then
+    BOUNCER_HOST=$DIR
+    SHIFT_HOST="${DIR//\//%2F}:$PG_PORT"
+    RELAY_UPSTREAM="$DIR/.s.PGSQL.$PG_PORT"
+else
+    BOUNCER_HOST=127.0.0.1
+    SHIFT_HOST="127.0.0.1:$PG_PORT"
+    RELAY_UPSTREAM="127.0.0.1:$PG_PORT"
+fi
+log "proxies reach Postgres over $BACKEND ($RELAY_UPSTREAM)"
+
 # ---------------------------------------------------------------- pgbouncer
 if has_target pgbouncer; then
 printf '"app" "%s"\n' "$APP_PASSWORD" >"$DIR/userlist.txt"
 cat >"$DIR/pgbouncer.ini" <<EOF
 [databases]
-app = host=127.0.0.1 port=$PG_PORT dbname=app
+app = host=$BOUNCER_HOST port=$PG_PORT dbname=app
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -372,8 +395,8 @@ if has_target pgshift; then
 cat >"$DIR/pgshift.yaml" <<EOF
 listen: 127.0.0.1:$SHIFT_PORT
 backends:
-  old: { url: "postgres://app:$APP_PASSWORD@127.0.0.1:$PG_PORT/app", tls: disable }
-  new: { url: "postgres://app:$APP_PASSWORD@127.0.0.1:$PG_PORT/app_new", tls: disable }
+  old: { url: "postgres://app:$APP_PASSWORD@$SHIFT_HOST/app", tls: disable }
+  new: { url: "postgres://app:$APP_PASSWORD@$SHIFT_HOST/app_new", tls: disable }
 auth:
   method: scram-sha-256
   users:
@@ -397,8 +420,8 @@ cat >"$DIR/pgshift-mirrored.yaml" <<EOF
 listen: 127.0.0.1:$MIRROR_PORT
 admin: 127.0.0.1:$MIRROR_ADMIN_PORT
 backends:
-  old: { url: "postgres://app:$APP_PASSWORD@127.0.0.1:$PG_PORT/app", tls: disable }
-  new: { url: "postgres://app:$APP_PASSWORD@127.0.0.1:$PG_PORT/app_new", tls: disable }
+  old: { url: "postgres://app:$APP_PASSWORD@$SHIFT_HOST/app", tls: disable }
+  new: { url: "postgres://app:$APP_PASSWORD@$SHIFT_HOST/app_new", tls: disable }
 auth:
   method: scram-sha-256
   users:
@@ -416,7 +439,7 @@ fi
 # ---------------------------------------------------------------- relay floor
 if has_target relay; then
 log "relay_floor ($RELAY) on port $RELAY_PORT"
-"${LAUNCH[@]}" "$RELAY" "127.0.0.1:$RELAY_PORT" "127.0.0.1:$PG_PORT" >"$DIR/relay.log" 2>&1 &
+"${LAUNCH[@]}" "$RELAY" "127.0.0.1:$RELAY_PORT" "$RELAY_UPSTREAM" >"$DIR/relay.log" 2>&1 &
 RELAY_PID=$!
 fi
 
@@ -680,7 +703,12 @@ echo " pgshift benchmark: ${TARGETS[*]}"
 echo "=================================================================================="
 echo " machine   : $(nproc) CPUs ($cpu_model), $(uname -sr), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM"
 echo " load avg  : $LOAD0 before the runs, $(cut -d' ' -f1-3 /proc/loadavg) after (other work on the machine skews results)"
-echo " postgres  : $pg_version (fsync=off, max_connections=200, scram-sha-256 over TCP)"
+echo " postgres  : $pg_version (fsync=off, max_connections=200, scram-sha-256 for app)"
+if [[ $BACKEND == unix ]]; then
+    echo " backends  : the proxies reach Postgres over its Unix socket; clients and direct use loopback TCP"
+else
+    echo " backends  : everything over loopback TCP"
+fi
 if has_target pgbouncer; then
     echo " pgbouncer : $bouncer_version (pool_mode=session, auth_type=scram-sha-256, default_pool_size=20)"
 fi

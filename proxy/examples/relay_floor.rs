@@ -8,24 +8,37 @@
 //! authentication and no statistics. Not a proxy to use.
 //!
 //!   cargo run --release --example relay_floor -- 127.0.0.1:6433 127.0.0.1:5432
+//!   cargo run --release --example relay_floor -- 127.0.0.1:6433 /tmp/.s.PGSQL.5432
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::runtime::{Builder, Handle};
+
+/// Postgres over TCP, or its Unix socket (a path starting with `/`).
+enum Upstream {
+    Tcp(SocketAddr),
+    Unix(String),
+}
 
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
-        eprintln!("usage: relay_floor LISTEN_ADDR UPSTREAM_ADDR");
+        eprintln!("usage: relay_floor LISTEN_ADDR UPSTREAM_ADDR|SOCKET_PATH");
         std::process::exit(2);
     };
     let parse = |a: &str| {
         a.parse::<SocketAddr>()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{a}: {e}")))
     };
-    let (listen, upstream) = (parse(&listen)?, parse(&upstream)?);
+    let listen = parse(&listen)?;
+    let upstream = Arc::new(if upstream.starts_with('/') {
+        Upstream::Unix(upstream)
+    } else {
+        Upstream::Tcp(parse(&upstream)?)
+    });
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let n = std::env::var("PGSHIFT_THREADS")
         .ok()
@@ -47,8 +60,9 @@ fn main() -> std::io::Result<()> {
         loop {
             let (client, _) = listener.accept().await?;
             let client = client.into_std()?;
+            let upstream = Arc::clone(&upstream);
             threads[next % threads.len()].spawn(async move {
-                if let Err(e) = relay(client, upstream).await {
+                if let Err(e) = relay(client, &upstream).await {
                     eprintln!("relay_floor: {e}");
                 }
             });
@@ -57,20 +71,28 @@ fn main() -> std::io::Result<()> {
     })
 }
 
-async fn relay(client: std::net::TcpStream, upstream: SocketAddr) -> std::io::Result<()> {
+async fn relay(client: std::net::TcpStream, upstream: &Upstream) -> std::io::Result<()> {
     let client = TcpStream::from_std(client)?;
-    let server = TcpStream::connect(upstream).await?;
     client.set_nodelay(true)?;
-    server.set_nodelay(true)?;
     let (cr, cw) = client.into_split();
-    let (sr, sw) = server.into_split();
-    tokio::try_join!(pipe(cr, sw), pipe(sr, cw)).map(|_| ())
+    match upstream {
+        Upstream::Tcp(addr) => {
+            let server = TcpStream::connect(addr).await?;
+            server.set_nodelay(true)?;
+            let (sr, sw) = server.into_split();
+            tokio::try_join!(pipe(cr, sw), pipe(sr, cw)).map(|_| ())
+        }
+        Upstream::Unix(path) => {
+            let (sr, sw) = UnixStream::connect(path).await?.into_split();
+            tokio::try_join!(pipe(cr, sw), pipe(sr, cw)).map(|_| ())
+        }
+    }
 }
 
 /// Copies until `from` ends, then closes the write side of `to`.
 async fn pipe(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
