@@ -409,7 +409,10 @@ auth: { method: trust }
     let c = parse_config(yaml, &env).unwrap_or_else(|e| panic!("{e}"));
     let old = &c.backends.old;
     assert_eq!((old.host.as_str(), old.port), ("/var/run/postgresql", 5433));
-    assert_eq!(old.url, "postgres://app@%2Fvar%2Frun%2Fpostgresql:5433/shop");
+    assert_eq!(
+        old.url,
+        "postgres://app@%2Fvar%2Frun%2Fpostgresql:5433/shop"
+    );
     assert_eq!(
         pgshift_rules::config::unix_socket_path(&old.host, old.port).as_deref(),
         Some("/var/run/postgresql/.s.PGSQL.5433")
@@ -421,8 +424,14 @@ auth: { method: trust }
     // Postgres never offers TLS on a Unix socket, so `require` is refused
     // where it is written.
     for (old, field) in [
-        ("{ url: \"postgres://app@%2Ftmp/db\", tls: require }", "backends.old.tls"),
-        ("{ url: \"postgres://app@%2Ftmp/db?sslmode=require\" }", "backends.old.url"),
+        (
+            "{ url: \"postgres://app@%2Ftmp/db\", tls: require }",
+            "backends.old.tls",
+        ),
+        (
+            "{ url: \"postgres://app@%2Ftmp/db?sslmode=require\" }",
+            "backends.old.url",
+        ),
     ] {
         let yaml = format!(
             "backends:\n  old: {old}\n  new: {{ url: \"postgres://app@127.0.0.1:5433/app\" }}\nauth: {{ method: trust }}\n"
@@ -430,7 +439,10 @@ auth: { method: trust }
         let errs = parse_config(&yaml, &env).unwrap_err();
         assert_eq!(errs.len(), 1, "{errs}");
         assert_eq!(errs.errors[0].path, field, "{errs}");
-        assert!(errs.errors[0].message.contains("Unix-domain socket"), "{errs}");
+        assert!(
+            errs.errors[0].message.contains("Unix-domain socket"),
+            "{errs}"
+        );
     }
 }
 

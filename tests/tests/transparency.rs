@@ -377,10 +377,9 @@ backends:
     );
     let proxy = pgshift_tests::proxy_with_yaml(&db, &yaml).await;
     for _ in 0..2 {
-        let err = pgshift_tests::try_connect(&proxy.url())
-            .await
-            .err()
-            .expect("OLD cannot be reached");
+        let Err(err) = pgshift_tests::try_connect(&proxy.url()).await else {
+            panic!("OLD cannot be reached, yet the login succeeded");
+        };
         let text = format!("{err:?}");
         assert!(text.contains(".s.PGSQL.5999"), "{text}");
     }

@@ -20,7 +20,6 @@ mod units;
 mod yaml;
 
 pub use backend::{Backend, BackendId, BackendTls, Backends};
-pub use pgurl::unix_socket_path;
 pub use error::{ConfigError, ConfigErrors};
 pub use ident::{NameError, TableName};
 pub use kind::{Kind, KindSet};
@@ -29,6 +28,7 @@ pub use model::{
     MirrorErrorPolicy, MirrorMode, MirrorSettings, OverflowPolicy, RewriteMap, Rewrites, Route,
     Telemetry, TlsFiles,
 };
+pub use pgurl::unix_socket_path;
 pub use rule::{Match, Rule, Sticky};
 pub use secret::Secret;
 

@@ -181,9 +181,11 @@ const MAX_SOCKET_DIR: usize = 107 - "/.s.PGSQL.65535".len();
 
 fn check_host(host: &str) -> Result<(), String> {
     if host.is_empty() {
-        return Err("no host: give a TCP host (postgres://user@127.0.0.1:5432/db) or a socket \
+        return Err(
+            "no host: give a TCP host (postgres://user@127.0.0.1:5432/db) or a socket \
              directory (postgres://user@%2Fvar%2Frun%2Fpostgresql/db)"
-            .into());
+                .into(),
+        );
     }
     if host.starts_with('/') {
         if host.contains('\0') {
@@ -355,7 +357,10 @@ mod tests {
     #[test]
     fn unix_socket_hosts() {
         let u = parse("postgres://app@%2Fvar%2Frun%2Fpostgresql:5433/db").unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("/var/run/postgresql", Some(5433)));
+        assert_eq!(
+            (u.host.as_str(), u.port),
+            ("/var/run/postgresql", Some(5433))
+        );
         let u = parse("postgresql://app@/db?host=/tmp/pg&port=6000&application_name=x").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("/tmp/pg", Some(6000)));
         assert_eq!(u.params, vec![("application_name".into(), "x".into())]);
