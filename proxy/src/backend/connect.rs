@@ -1,7 +1,6 @@
 //! Opening a session's connection to a backend: TCP (optionally TLS) or a
-//! Unix socket, the
-//! startup message with the client's options, and authentication with the
-//! backend's own credentials.
+//! Unix socket, the startup message with the client's options, and
+//! authentication with the backend's own credentials.
 
 use std::time::Duration;
 

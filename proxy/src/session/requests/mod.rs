@@ -389,7 +389,7 @@ impl<'a> Requests<'a> {
         &self,
         frames: &[Frame],
     ) -> Result<Option<(TxnControl, &'static str)>, RelayError> {
-        let mut parsed: Vec<(&[u8], Arc<Classification>, &str)> = Vec::new();
+        let mut parsed: Vec<(&[u8], Arc<Classification>, Arc<str>)> = Vec::new();
         let mut found: Option<(TxnControl, &'static str)> = None;
         let mut executes = false;
         let mut consider = |class: &Classification, sql: &str| -> bool {
@@ -421,15 +421,13 @@ impl<'a> Requests<'a> {
         for f in frames {
             match f.tag() {
                 tag::PARSE => {
-                    let p = Parse::decode(f.body()).map_err(RelayError::ClientProtocol)?;
-                    let Some(sql) = p.sql_str() else {
+                    let (class, Some(sql)) = self.parse_text(f)? else {
                         return Ok(None);
                     };
-                    let class = self.shared.classifier.classify(sql);
-                    if !consider(&class, sql) {
+                    if !consider(&class, &sql) {
                         return Ok(None);
                     }
-                    parsed.push((p.name, class, sql));
+                    parsed.push((parse_name(f), class, sql));
                 }
                 tag::BIND => {
                     let b = Bind::decode(f.body()).map_err(RelayError::ClientProtocol)?;
@@ -437,10 +435,10 @@ impl<'a> Requests<'a> {
                         .iter()
                         .rev()
                         .find(|(n, _, _)| *n == b.statement)
-                        .map(|(_, c, s)| (Arc::clone(c), s.to_string()));
+                        .map(|(_, c, s)| (Arc::clone(c), Arc::clone(s)));
                     let known = known.or_else(|| {
                         self.state.statement(b.statement).map(|p| {
-                            let sql = p.sql.as_deref().unwrap_or_default().to_owned();
+                            let sql = p.sql.clone().unwrap_or_else(|| Arc::from(""));
                             (Arc::clone(&p.class), sql)
                         })
                     });
