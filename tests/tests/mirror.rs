@@ -583,3 +583,63 @@ async fn a_forced_shutdown_counts_what_the_mirror_never_ran() {
     );
     assert_eq!(counters.queue_depth, 0, "{counters:?}");
 }
+
+/// Sends `out` and reads up to the next ReadyForQuery, returning the tags
+/// of what came before it (5 s at most).
+async fn exchange(s: &mut tokio::net::TcpStream, buf: &mut bytes::BytesMut, out: &[u8]) -> String {
+    use tokio::io::AsyncWriteExt;
+    s.write_all(out).await.unwrap();
+    let mut tags = String::new();
+    loop {
+        let f = pgshift_tests::raw::read_frame(s, buf).await;
+        if f.tag() == b'Z' {
+            return tags;
+        }
+        tags.push(f.tag() as char);
+    }
+}
+
+/// psycopg ends every pipeline sync with Sync then Flush. Postgres answers
+/// a Flush with nothing, so a Flush with nothing unsynced must not stand
+/// in line for a ReadyForQuery: the answers after it would each be taken
+/// for the one before, and an autocommit write's outcome would never
+/// reach its mirror, which then rolled the write back.
+#[tokio::test]
+async fn a_lone_flush_expects_no_answer() {
+    use pgshift_protocol::encode;
+    let db = fresh_db("mirror_flush");
+    psql_both(&db, "CREATE TABLE t (id int); GRANT ALL ON t TO PUBLIC;");
+    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    let (mut s, _) = pgshift_tests::raw::login(proxy.addr, &db).await;
+    let mut buf = bytes::BytesMut::new();
+
+    let mut out = bytes::BytesMut::new();
+    encode::sync(&mut out);
+    encode::frame(&mut out, b'H', |_| {});
+    assert_eq!(exchange(&mut s, &mut buf, &out).await, "");
+
+    out.clear();
+    encode::query(&mut out, "INSERT INTO t VALUES (1)");
+    assert_eq!(exchange(&mut s, &mut buf, &out).await, "C");
+
+    // Then an extended BEGIN (answered by pgshift itself once the session
+    // is quiet) and a transaction: answered in turn, and applied on NEW.
+    out.clear();
+    encode::parse(&mut out, "", "BEGIN", &[]);
+    encode::bind(&mut out, "", "", &[], &[]);
+    encode::execute(&mut out, "", 0);
+    encode::sync(&mut out);
+    let begun = tokio::time::timeout(Duration::from_secs(5), exchange(&mut s, &mut buf, &out));
+    assert_eq!(begun.await.expect("BEGIN answered"), "12C");
+    out.clear();
+    encode::query(&mut out, "INSERT INTO t VALUES (2); COMMIT");
+    assert_eq!(exchange(&mut s, &mut buf, &out).await, "CC");
+    drop(s);
+
+    proxy.mirrors_drained().await;
+    let rows = "SELECT string_agg(id::text, ',' ORDER BY id) FROM t";
+    assert_eq!(one(&url_old(&db), rows).await, "1,2");
+    assert_eq!(one(&url_new(&db), rows).await, "1,2");
+    let counters = proxy.mirror_counters(BackendId::New);
+    assert_eq!((counters.errors, counters.dropped), (0, 0), "{counters:?}");
+}

@@ -587,6 +587,16 @@ impl<'a> Requests<'a> {
     }
 
     async fn on_sync_or_flush(&mut self, frame: Frame) -> Result<(), RelayError> {
+        if frame.tag() == tag::FLUSH && matches!(self.batch, Batch::Idle) {
+            // Nothing unsynced is outstanding, and Postgres answers a Flush
+            // with no ReadyForQuery: opening a batch here would expect one,
+            // and every later answer would be taken for the one before it
+            // (psycopg sends Sync then Flush at each pipeline sync).
+            if self.links[self.current.index()].is_some() {
+                self.send(self.current, &frame);
+            }
+            return Ok(());
+        }
         if frame.tag() == tag::SYNC {
             if let Batch::Held(frames) = &mut self.batch {
                 frames.push(frame);
