@@ -193,6 +193,7 @@ async fn status_has_every_field_of_the_contract() {
             "errors",
             "queue_depth",
             "compare_skipped",
+            "cancelled",
         ] {
             assert!(m[key].is_u64(), "mirror.{b}.{key} missing: {s}");
         }

@@ -175,8 +175,8 @@ async fn an_autocommit_write_the_primary_failed_leaves_no_trace_on_the_mirror() 
     c.batch_execute("UPDATE t SET v = v + 10 WHERE id = 4")
         .await
         .unwrap();
-    // Also waits for the mirror's copy of the cancelled UPDATE, which
-    // sleeps its full two seconds there.
+    // Also waits for the mirror's copy of the cancelled UPDATE: cancelled
+    // there too, or rolled back if it finished first.
     proxy.mirrors_drained().await;
 
     let rows = "SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM t";
@@ -207,6 +207,116 @@ async fn copy_from_stdin_is_mirrored() {
     proxy.mirrors_drained().await;
     same_on_both(&db, "SELECT count(*) || ':' || sum(id) FROM c").await;
     assert_eq!(one(&url_new(&db), "SELECT count(*) FROM c").await, "5000");
+}
+
+/// Runs `sql` on `c`, cancels it after half a second and expects the
+/// cancel's error within two seconds.
+async fn cancelled(
+    c: tokio_postgres::Client,
+    sql: &'static str,
+    extended: bool,
+) -> tokio_postgres::Client {
+    let token = c.cancel_token();
+    let started = Instant::now();
+    let run = tokio::spawn(async move {
+        let r = if extended {
+            c.query(sql, &[]).await.map(|_| ())
+        } else {
+            c.batch_execute(sql).await
+        };
+        (c, r)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let (c, r) = run.await.unwrap();
+    let code = r.expect_err("cancelled").code().cloned();
+    assert_eq!(
+        code,
+        Some(tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{sql}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2), "{sql}");
+    c
+}
+
+/// A statement cancelled on the primary is cancelled on the mirror too:
+/// a cancelled 30-second report must not hold the session's mirror queue
+/// for 30 seconds, and a cancelled write leaves the mirror where the
+/// primary is. Simple and extended protocol, a read and a write.
+#[tokio::test]
+async fn a_cancelled_statement_is_cancelled_on_the_mirror_too() {
+    let db = fresh_db("mirror_cancel");
+    psql_both(
+        &db,
+        "CREATE TABLE t (id int primary key, v int); GRANT ALL ON t TO PUBLIC;
+         INSERT INTO t VALUES (1, 1);",
+    );
+    let proxy = proxy_with(
+        &db,
+        "defaults: { primary: old, mirror: new, compare: true }\n",
+    )
+    .await;
+    let c = proxy.client().await;
+    let c = cancelled(c, "SELECT pg_sleep(30)", false).await;
+    let c = cancelled(c, "SELECT pg_sleep(30)", true).await;
+    let c = cancelled(
+        c,
+        "UPDATE t SET v = v + 1 WHERE pg_sleep(30) IS NOT NULL",
+        false,
+    )
+    .await;
+    // Queued behind the three: it reaches NEW in seconds, not minutes.
+    c.execute("INSERT INTO t VALUES (2, 2)", &[]).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while one(&url_new(&db), "SELECT count(*) FROM t").await != "2" {
+        assert!(
+            Instant::now() < deadline,
+            "the mirror is still behind the cancelled statements"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.mirrors_drained().await;
+    let rows = "SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM t";
+    assert_eq!(one(&url_old(&db), rows).await, "1:1,2:2");
+    assert_eq!(one(&url_new(&db), rows).await, "1:1,2:2");
+    let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND state = 'active' AND pid <> pg_backend_pid()";
+    assert_eq!(one(&url_new(&db), sleeping).await, "0");
+    let counters = proxy.mirror_counters(BackendId::New);
+    assert_eq!(counters.cancelled, 3, "{counters:?}");
+    assert_eq!(
+        (counters.errors, counters.dropped, counters.mismatched),
+        (0, 0, 0),
+        "a cancel both sides saw is neither a failure nor a difference: {counters:?}"
+    );
+}
+
+/// The primary's cancel comes while the mirror is still busy with an
+/// earlier statement: the mirror cancels its copy when it gets to it, and
+/// not the statement it is busy with.
+#[tokio::test]
+async fn a_lagging_mirror_cancels_the_cancelled_statement_when_it_gets_there() {
+    let db = fresh_db("mirror_cancel_lag");
+    psql_both(&db, "CREATE TABLE t (id int); GRANT ALL ON t TO PUBLIC;");
+    slow_inserts_on_new(&db, "t", 1.5);
+    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    let c = proxy.client().await;
+    c.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
+    let c = cancelled(c, "SELECT pg_sleep(30)", false).await;
+    let started = Instant::now();
+    proxy.mirrors_drained().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the mirror ran the cancelled sleep: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(one(&url_new(&db), "SELECT count(*) FROM t").await, "1");
+    let counters = proxy.mirror_counters(BackendId::New);
+    assert_eq!(
+        (counters.cancelled, counters.errors),
+        (1, 0),
+        "{counters:?}"
+    );
+    drop(c);
 }
 
 async fn compared_proxy(db: &str, log: &std::path::Path) -> TestProxy {

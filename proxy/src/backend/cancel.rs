@@ -108,7 +108,7 @@ impl CancelRegistry {
     }
 }
 
-async fn send_cancel(
+pub(crate) async fn send_cancel(
     id: BackendId,
     key: &CancelKey,
     tls: Option<&tokio_rustls::TlsConnector>,

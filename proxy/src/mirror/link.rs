@@ -1,8 +1,9 @@
 //! The session's end of a mirror: a bounded, ordered queue of what the
 //! mirror backend must replay.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use pgshift_rules::config::BackendId;
@@ -21,6 +22,10 @@ const CONTROL_SLACK: usize = 64;
 /// this the overflow policy applies as when the count is reached.
 pub const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 
+/// Batches whose primary run was cancelled that the mirror has yet to
+/// reach; past this the oldest is forgotten (its copy then runs in full).
+const CANCELS_KEPT: usize = 16;
+
 pub struct MirrorItem {
     pub bytes: Bytes,
     /// ReadyForQuery messages the bytes produce.
@@ -30,6 +35,9 @@ pub struct MirrorItem {
     /// seen when it queued the item: the bytes may lean on session state
     /// that only that connection has.
     pub epoch: u64,
+    /// The batch's number in the session's order (from 1); 0 for
+    /// pgshift's own items.
+    pub seq: u64,
 }
 
 impl MirrorItem {
@@ -39,6 +47,7 @@ impl MirrorItem {
             answers,
             job,
             epoch: 0,
+            seq: 0,
         }
     }
 }
@@ -65,6 +74,11 @@ pub struct StatementJob {
     /// A write outside any transaction: run it inside BEGIN and COMMIT
     /// only if the primary's batch succeeded, else ROLLBACK.
     pub wrap: bool,
+    /// One statement, no transaction control: when the primary's run is
+    /// cancelled, cancelling the mirror's copy leaves it where the
+    /// primary is. (Cancelling a batch with a COMMIT inside could stop it
+    /// on the other side of that COMMIT.)
+    pub cancellable: bool,
     pub compare: Option<CompareJob>,
     pub primary_backend: BackendId,
     /// Sync mirroring: the client's answer waits for this.
@@ -93,9 +107,39 @@ pub struct MirrorState {
     /// Bumped when the task reconnects: the new connection has none of the
     /// session's state, which must then be replayed.
     pub epoch: AtomicU64,
+    /// Batches (by `MirrorItem::seq`) the primary's run of which ended in
+    /// a cancel (57014): the mirror cancels its copy too.
+    cancelled: Mutex<VecDeque<u64>>,
+    /// Bumped with each entry, so the task looks at the list only when it
+    /// moved.
+    pub cancels: AtomicU64,
+    /// Signalled with each entry.
+    pub cancel: Notify,
 }
 
 impl MirrorState {
+    /// The primary's run of batch `seq` was cancelled.
+    pub fn primary_cancelled(&self, seq: u64) {
+        let mut list = self.cancelled.lock().unwrap_or_else(|p| p.into_inner());
+        if list.len() == CANCELS_KEPT {
+            list.pop_front();
+        }
+        list.push_back(seq);
+        drop(list);
+        self.cancels.fetch_add(1, Ordering::AcqRel);
+        self.cancel.notify_one();
+    }
+
+    /// Whether the primary cancelled batch `seq`, and whether none after
+    /// it is known to be; forgets `seq` and every earlier one (the mirror
+    /// is past them).
+    pub fn take_cancel(&self, seq: u64) -> (bool, bool) {
+        let mut list = self.cancelled.lock().unwrap_or_else(|p| p.into_inner());
+        let found = list.contains(&seq);
+        list.retain(|&s| s > seq);
+        (found, list.is_empty())
+    }
+
     pub async fn wait_writes_done(&self) {
         loop {
             let progress = self.progress.notified();
@@ -131,6 +175,8 @@ pub struct MirrorLink {
     pub state: Arc<MirrorState>,
     pub cap: usize,
     seen_epoch: u64,
+    /// The last batch number handed out.
+    seq: u64,
 }
 
 impl MirrorLink {
@@ -147,8 +193,15 @@ impl MirrorLink {
             state: Arc::clone(&state),
             cap,
             seen_epoch: 0,
+            seq: 0,
         };
         (link, rx, state)
+    }
+
+    /// Numbers the next batch planned for the mirror.
+    pub fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
     }
 
     /// True once after the task reconnected.
@@ -192,5 +245,35 @@ impl MirrorLink {
     pub fn push_control(&self, mut item: MirrorItem) -> bool {
         item.epoch = self.seen_epoch;
         self.tx.try_send(item).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancels_are_found_once_and_passed_ones_forgotten() {
+        let s = MirrorState::default();
+        assert_eq!(s.take_cancel(1), (false, true));
+        s.primary_cancelled(3);
+        s.primary_cancelled(5);
+        assert_eq!(s.cancels.load(Ordering::Acquire), 2);
+        // The mirror at batch 2: not cancelled, two still ahead.
+        assert_eq!(s.take_cancel(2), (false, false));
+        assert_eq!(s.take_cancel(3), (true, false));
+        assert_eq!(s.take_cancel(3), (false, false));
+        // Past 5 without stopping there (its copy was sent with others).
+        assert_eq!(s.take_cancel(6), (false, true));
+    }
+
+    #[test]
+    fn only_the_latest_cancels_are_kept() {
+        let s = MirrorState::default();
+        for seq in 1..=(CANCELS_KEPT as u64 + 4) {
+            s.primary_cancelled(seq);
+        }
+        assert_eq!(s.take_cancel(4), (false, false));
+        assert_eq!(s.take_cancel(5), (true, false));
     }
 }

@@ -45,6 +45,9 @@ pub struct MirrorCounters {
     /// (`compare.sample`), or the mirror or the primary's answer was
     /// missing.
     pub compare_skipped: AtomicU64,
+    /// Statements cancelled here because the primary's run of them was
+    /// cancelled (a cancel request, a statement timeout).
+    pub cancelled: AtomicU64,
     /// Reads that waited for the session's queued writes (read-your-writes).
     pub ryw_waits: AtomicU64,
     /// ... and were served by the write primary because the wait ran out.
@@ -63,6 +66,7 @@ pub struct CountersSnapshot {
     pub compared: u64,
     pub mismatched: u64,
     pub compare_skipped: u64,
+    pub cancelled: u64,
     pub ryw_waits: u64,
     pub ryw_fallbacks: u64,
     pub queue_depth: u64,
@@ -80,6 +84,7 @@ impl MirrorCounters {
             compared: g(&self.compared),
             mismatched: g(&self.mismatched),
             compare_skipped: g(&self.compare_skipped),
+            cancelled: g(&self.cancelled),
             ryw_waits: g(&self.ryw_waits),
             ryw_fallbacks: g(&self.ryw_fallbacks),
             queue_depth: g(&self.depth),

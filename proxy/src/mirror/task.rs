@@ -22,8 +22,9 @@ use crate::bounded::Bound;
 use crate::compare::{compare, MismatchContext, MismatchRecord, Redaction, ResultDigest, Role};
 use crate::gate::Gated;
 use crate::server::Shared;
-use crate::session::observe::{MirrorResult, PrimaryOutcome};
+use crate::session::observe::{MirrorResult, PrimaryOutcome, QUERY_CANCELED};
 use crate::stream::Stream;
+use tokio::sync::futures::Notified;
 
 /// How long the mirror waits for the primary's outcome of a batch it only
 /// compares; past that the comparison is skipped. With comparison on, every
@@ -33,6 +34,10 @@ use crate::stream::Stream;
 /// the mirror at minute 1), and ends with the session at the latest, whose
 /// end drops the sender.
 const PRIMARY_WAIT: Duration = Duration::from_secs(60);
+
+/// How long cancelling the mirror's copy of a cancelled statement may
+/// take (connecting included) before the mirror gives up and lets it run.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most items sent in one write.
 const MAX_BATCH: usize = 256;
@@ -52,6 +57,62 @@ pub struct SessionMeta {
 struct Conn {
     stream: Stream,
     buf: BytesMut,
+    cancel: backend::CancelKey,
+}
+
+/// What the mirror waits on besides its own socket.
+struct Waits<'s> {
+    /// The primary's outcome of a batch it only compares.
+    primary: Bound,
+    cancels: CancelWatch<'s>,
+}
+
+/// Watches for the primary's cancels of the batches the mirror runs.
+struct CancelWatch<'s> {
+    state: &'s MirrorState,
+    /// Made once and polled only when woken, like `stopped` in `run`.
+    notified: Gated<Notified<'s>>,
+    /// `MirrorState::cancels` when the list was last seen empty.
+    seen: u64,
+}
+
+impl<'s> CancelWatch<'s> {
+    fn new(state: &'s MirrorState) -> Self {
+        CancelWatch {
+            state,
+            notified: Gated::new(state.cancel.notified()),
+            seen: 0,
+        }
+    }
+
+    /// Whether the primary cancelled batch `seq`. One atomic load unless a
+    /// cancel came since the list was last empty.
+    fn cancelled(&mut self, seq: u64) -> bool {
+        let now = self.state.cancels.load(Ordering::Acquire);
+        if now == self.seen {
+            return false;
+        }
+        let (found, empty) = self.state.take_cancel(seq);
+        if empty {
+            self.seen = now;
+        }
+        found
+    }
+
+    /// Waits for the next cancel; re-armed after each.
+    async fn next(&mut self) {
+        (&mut self.notified).await;
+        self.notified = Gated::new(self.state.cancel.notified());
+    }
+}
+
+/// Where an item stands when [`process`] takes it.
+#[derive(Clone, Copy)]
+enum Sent {
+    /// Not yet: `process` sends it, on its own.
+    No,
+    /// At `at`; `last` when nothing went out after it.
+    At { at: Instant, last: bool },
 }
 
 /// What one answer held.
@@ -60,6 +121,17 @@ struct Answer {
     error: Option<(String, String)>,
     /// A warning that a transaction was already in progress (25001).
     already_in_transaction: bool,
+    /// pgshift cancelled the statement, because the primary's run was.
+    cancelled: bool,
+}
+
+/// Lets [`receive`] cancel the statement it awaits when the primary's run
+/// of it is cancelled.
+struct Watch<'a, 's> {
+    cancels: &'a mut CancelWatch<'s>,
+    seq: u64,
+    backend: BackendId,
+    shared: &'a Shared,
 }
 
 pub async fn run(
@@ -81,7 +153,10 @@ pub async fn run(
     let mut retry_at = Instant::now();
     let mut batch: Vec<MirrorItem> = Vec::new();
     let mut out = BytesMut::new();
-    let mut primary_wait = Bound::new(PRIMARY_WAIT);
+    let mut waits = Waits {
+        primary: Bound::new(PRIMARY_WAIT),
+        cancels: CancelWatch::new(&state),
+    };
     // Made once and polled only when woken: a token's future registers with
     // a lock when made and when polled (see `gate`).
     let mut stopped = Gated::new(stop.cancelled());
@@ -140,7 +215,7 @@ pub async fn run(
                     session: &session,
                     items: &mut batch[stale..],
                     out: &mut out,
-                    primary_wait: &mut primary_wait,
+                    waits: &mut waits,
                     finished: &mut finished,
                 };
                 run_batch(c, backend, &shared, &mut b).await
@@ -193,6 +268,7 @@ async fn connect(
     Ok(Conn {
         stream: c.stream,
         buf: c.leftover,
+        cancel: c.cancel,
     })
 }
 
@@ -220,11 +296,11 @@ fn wraps(item: &MirrorItem) -> bool {
 }
 
 /// One write's worth of queued items and what handling them needs.
-struct Batch<'a> {
+struct Batch<'a, 's> {
     session: &'a SessionMeta,
     items: &'a mut [MirrorItem],
     out: &'a mut BytesMut,
-    primary_wait: &'a mut Bound,
+    waits: &'a mut Waits<'s>,
     /// How many items are done.
     finished: &'a mut usize,
 }
@@ -235,7 +311,7 @@ async fn run_batch(
     c: &mut Conn,
     backend: BackendId,
     shared: &Shared,
-    b: &mut Batch<'_>,
+    b: &mut Batch<'_, '_>,
 ) -> Result<(), String> {
     let early = b.items.iter().take_while(|i| sends_early(i)).count();
     if early == 1 && !wraps(&b.items[0]) {
@@ -250,32 +326,38 @@ async fn run_batch(
         }
         send(c, b.out).await?;
     }
-    let sent_at = Instant::now();
+    let at = Instant::now();
     for (i, item) in b.items.iter_mut().enumerate() {
-        let sent = (i < early).then_some(sent_at);
-        process(c, backend, shared, b.session, item, sent, b.primary_wait).await?;
+        let sent = if i < early {
+            Sent::At {
+                at,
+                last: i + 1 == early,
+            }
+        } else {
+            Sent::No
+        };
+        process(c, backend, shared, b.session, item, sent, b.waits).await?;
         *b.finished = i + 1;
     }
     Ok(())
 }
 
-/// Runs one item on the mirror; `sent` is when it went out, if it did
-/// already. `Err` means the connection is unusable.
+/// Runs one item on the mirror. `Err` means the connection is unusable.
 async fn process(
     c: &mut Conn,
     backend: BackendId,
     shared: &Shared,
     session: &SessionMeta,
     item: &mut MirrorItem,
-    sent: Option<Instant>,
-    primary_wait: &mut Bound,
+    sent: Sent,
+    waits: &mut Waits<'_>,
 ) -> Result<(), String> {
     let answers = item.answers;
     let Job::Statement(job) = &mut item.job else {
-        if sent.is_none() {
+        if matches!(sent, Sent::No) {
             send(c, &item.bytes).await?;
         }
-        let answer = receive(c, answers, None).await?;
+        let answer = receive(c, answers, None, None).await?;
         if let Some((code, message)) = answer.error {
             shared
                 .mirroring
@@ -293,23 +375,32 @@ async fn process(
     let span = job
         .tally
         .span(backend, Role::Mirror, job.stats.fingerprint());
-    let started = sent.unwrap_or_else(Instant::now);
+    let (started, alone) = match sent {
+        Sent::At { at, last } => (at, last),
+        Sent::No => (Instant::now(), true),
+    };
     let outcome = match job.primary.take() {
         Some(rx) if job.wrap || job.ends_transaction => rx.await.ok(),
-        Some(rx) => primary_wait.wait(rx).await.ok().and_then(Result::ok),
+        Some(rx) => waits.primary.wait(rx).await.ok().and_then(Result::ok),
         None => None,
     };
-    if sent.is_none() {
+    if matches!(sent, Sent::No) {
         if outcome.as_ref().is_some_and(PrimaryOutcome::committed) {
             send(c, &item.bytes).await?;
         } else {
             send(c, &rollback_query()).await?;
         }
     }
+    // A statement the primary gave up on is no comparison of the backends:
+    // whether the mirror's copy finished first is a matter of timing.
     let mut digest = match (&job.compare, &outcome) {
-        (Some(cj), Some(o)) if o.summary.is_some() => Some(ResultDigest::new(
-            &cj.opts.with_positions(&o.ignore_positions),
-        )),
+        (Some(cj), Some(o))
+            if o.summary.is_some() && o.sqlstate.as_deref() != Some(QUERY_CANCELED) =>
+        {
+            Some(ResultDigest::new(
+                &cj.opts.with_positions(&o.ignore_positions),
+            ))
+        }
         _ => None,
     };
     let compare_wanted = job.compare.is_some();
@@ -317,11 +408,19 @@ async fn process(
     // state lagged behind a pipeline) warns and changes nothing: then the
     // statement belongs to that transaction and is not ours to end.
     let own_transaction = if job.wrap {
-        !receive(c, 1, None).await?.already_in_transaction
+        !receive(c, 1, None, None).await?.already_in_transaction
     } else {
         false
     };
-    let answer = receive(c, answers, digest.as_mut()).await?;
+    // Cancelling the copy is safe only while nothing sent after it could
+    // be hit instead.
+    let watch = (job.cancellable && alone).then_some(Watch {
+        cancels: &mut waits.cancels,
+        seq: item.seq,
+        backend,
+        shared,
+    });
+    let answer = receive(c, answers, digest.as_mut(), watch).await?;
     if own_transaction {
         let commit =
             answer.error.is_none() && outcome.as_ref().is_some_and(|o| o.sqlstate.is_none());
@@ -330,7 +429,7 @@ async fn process(
         } else {
             send(c, &rollback_query()).await?;
         }
-        receive(c, 1, None).await?;
+        receive(c, 1, None, None).await?;
     }
     // Rolled back without knowing whether the primary committed.
     let lost = (own_transaction || job.ends_transaction) && outcome.is_none();
@@ -387,7 +486,7 @@ async fn process(
                     .record_mismatch(record, loaded.config.compare.log.as_deref());
             }
         }
-    } else if let Some((code, message)) = &answer.error {
+    } else if let Some((code, message)) = answer.error.as_ref().filter(|_| !answer.cancelled) {
         if primary_sqlstate.as_deref() != Some(code.as_str()) {
             counters.errors.fetch_add(1, Ordering::Relaxed);
             job.stats.record_mirror_error();
@@ -469,17 +568,18 @@ async fn receive(
     c: &mut Conn,
     answers: usize,
     mut digest: Option<&mut ResultDigest>,
+    mut watch: Option<Watch<'_, '_>>,
 ) -> Result<Answer, String> {
     let mut answer = Answer::default();
     let mut left = answers;
     while left > 0 {
         let Some(h) = peek_header(&c.buf, usize::MAX).map_err(|e| e.to_string())? else {
-            read_more(c).await?;
+            read_watching(c, &mut watch, &mut answer).await?;
             continue;
         };
         if c.buf.len() < h.frame_len {
             c.buf.reserve(h.frame_len - c.buf.len());
-            read_more(c).await?;
+            read_watching(c, &mut watch, &mut answer).await?;
             continue;
         }
         let body = &c.buf[HEADER_LEN..h.frame_len];
@@ -513,6 +613,57 @@ async fn receive(
         c.buf.advance(h.frame_len);
     }
     Ok(answer)
+}
+
+/// [`read_more`], and when the primary's run of the awaited statement is
+/// cancelled, cancels it here too (once).
+async fn read_watching(
+    c: &mut Conn,
+    watch: &mut Option<Watch<'_, '_>>,
+    answer: &mut Answer,
+) -> Result<(), String> {
+    loop {
+        let Some(w) = watch.as_mut() else {
+            return read_more(c).await;
+        };
+        if w.cancels.cancelled(w.seq) {
+            cancel_copy(&c.cancel, w.backend, w.shared).await;
+            answer.cancelled = true;
+            *watch = None;
+            continue;
+        }
+        tokio::select! {
+            biased;
+            r = read_more(c) => return r,
+            () = w.cancels.next() => {}
+        }
+    }
+}
+
+/// Sends the mirror backend a CancelRequest for `key`'s connection and
+/// waits for Postgres to act on it: nothing else may go out on that
+/// connection before, or the cancel could hit the next statement.
+async fn cancel_copy(key: &backend::CancelKey, backend: BackendId, shared: &Shared) {
+    let sent = tokio::time::timeout(
+        CANCEL_TIMEOUT,
+        backend::cancel::send_cancel(backend, key, shared.backend_tls.as_ref()),
+    )
+    .await;
+    match sent {
+        Ok(Ok(())) => {
+            shared
+                .mirroring
+                .counters(backend)
+                .cancelled
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%backend, error = %e, "could not cancel the mirror's copy of a cancelled statement")
+        }
+        Err(_) => {
+            tracing::warn!(%backend, "cancelling the mirror's copy of a cancelled statement timed out")
+        }
+    }
 }
 
 async fn read_more(c: &mut Conn) -> Result<(), String> {

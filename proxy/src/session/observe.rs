@@ -11,8 +11,12 @@ use std::time::Instant;
 use pgshift_rules::config::BackendId;
 
 use crate::compare::{DigestOptions, ResultDigest, ResultSummary, Role};
+use crate::mirror::link::MirrorState;
 use crate::stats::DigestStats;
 use crate::telemetry::Tally;
+
+/// SQLSTATE of a statement stopped by a cancel request or a timeout.
+pub const QUERY_CANCELED: &str = "57014";
 
 /// How the primary's answer ended.
 #[derive(Debug, Clone)]
@@ -59,6 +63,9 @@ pub struct Observer {
     done: Option<oneshot::Sender<PrimaryOutcome>>,
     /// Where the batch's latency is recorded, and since when.
     timing: Option<Timing>,
+    /// The mirror to tell, and the batch's number, when the primary's run
+    /// is cancelled.
+    cancel: Option<(Arc<MirrorState>, u64)>,
 }
 
 struct Timing {
@@ -98,6 +105,7 @@ impl Observer {
             ran: false,
             done: Some(done),
             timing: None,
+            cancel: None,
         };
         (Box::new(o), rx)
     }
@@ -112,6 +120,7 @@ impl Observer {
             ran: false,
             done: None,
             timing: Some(Timing::new(stats, backend, tally)),
+            cancel: None,
         })
     }
 
@@ -123,6 +132,12 @@ impl Observer {
     ) -> Box<Self> {
         self.timing = Some(Timing::new(stats, backend, tally));
         self
+    }
+
+    /// Tells `mirror` when the primary's run of batch `seq` ends in a
+    /// cancel, so the mirror can stop its copy.
+    pub fn on_cancel(&mut self, mirror: Arc<MirrorState>, seq: u64) {
+        self.cancel = Some((mirror, seq));
     }
 
     /// Whether DataRows must be seen whole (the digest hashes their values).
@@ -174,6 +189,11 @@ impl Observer {
     }
 
     pub fn finish(self) {
+        if let Some((mirror, seq)) = &self.cancel {
+            if self.sqlstate.as_deref() == Some(QUERY_CANCELED) {
+                mirror.primary_cancelled(*seq);
+            }
+        }
         // A batch that only prepared or described ran no statement: it is
         // neither counted nor timed as one.
         if let Some(t) = &self.timing {

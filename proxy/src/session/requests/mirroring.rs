@@ -42,6 +42,12 @@ pub(super) struct BatchMirror {
     /// The batch runs a statement (an Execute, or a simple Query); one
     /// that only prepares or describes is not compared.
     executes: bool,
+    /// Executes and Queries in the batch.
+    runs: u32,
+    /// No statement of the deciding text controls the transaction.
+    no_txn_control: bool,
+    /// The batch's number on its mirror link.
+    seq: u64,
     done: Option<oneshot::Sender<crate::session::observe::MirrorResult>>,
     primary: Option<oneshot::Receiver<PrimaryOutcome>>,
     compare: Option<CompareJob>,
@@ -63,6 +69,7 @@ impl BatchMirror {
         }
         if matches!(frame.tag(), tag::EXECUTE | tag::QUERY) {
             self.executes = true;
+            self.runs += 1;
         }
         if frame.tag() == tag::PARSE {
             if let Ok(p) = Parse::decode(frame.body()) {
@@ -174,6 +181,12 @@ impl Requests<'_> {
             observer.mirror_done = Some((rx, fail));
             tx
         });
+        self.ensure_mirror(target);
+        let mut seq = 0;
+        if let Some(link) = self.mirrors[target.index()].as_mut() {
+            seq = link.next_seq();
+            observer.on_cancel(Arc::clone(&link.state), seq);
+        }
         let observer = Some(observer);
         // The transaction's held BEGIN goes to the mirror just before the
         // batch (after the catch-up its statements may need).
@@ -196,6 +209,9 @@ impl Requests<'_> {
             ends_transaction,
             wrap,
             executes: false,
+            runs: 0,
+            no_txn_control: class.statements.iter().all(|s| s.txn.is_none()),
+            seq,
             done,
             primary,
             compare,
@@ -315,7 +331,8 @@ impl Requests<'_> {
         }
         let write = batch.write;
         let compare = batch.compare.filter(|_| batch.executes);
-        let item = MirrorItem::new(
+        let cancellable = batch.runs == 1 && batch.no_txn_control && !ends_transaction;
+        let mut item = MirrorItem::new(
             batch.bytes.freeze(),
             1,
             Job::Statement(Box::new(StatementJob {
@@ -326,11 +343,13 @@ impl Requests<'_> {
                 primary: batch.primary,
                 ends_transaction,
                 wrap: batch.wrap && batch.executes,
+                cancellable,
                 compare,
                 primary_backend: target.other(),
                 done: batch.done,
             })),
         );
+        item.seq = batch.seq;
         let counters = self.shared.mirroring.counters(target);
         let Some(link) = self.mirrors[i].as_ref() else {
             return Ok(());
