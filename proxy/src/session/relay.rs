@@ -73,6 +73,7 @@ pub async fn run(
     });
     let mut forced = Gated::new(shutdown.force.cancelled());
     tokio::select! {
+        biased;
         r = &mut front => match r {
             Ok(End::ClientLeft) => {
                 // Postgres sends every answer owed before it reads a

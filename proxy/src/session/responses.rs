@@ -225,7 +225,9 @@ impl<'a> Responses<'a> {
     async fn idle(&mut self) -> Result<(), RelayError> {
         let exp = self.exp;
         let [old, new] = &mut self.readers;
+        // Biased: a random branch order costs a random number per wake-up.
         let which = tokio::select! {
+            biased;
             _ = exp.wait_pushed() => return Ok(()),
             r = read_more(old) => (BackendId::Old, r),
             r = read_more(new) => (BackendId::New, r),
