@@ -31,6 +31,9 @@
 #   MODES    ["simple extended prepared"]   pgbench -M modes
 #   WARMUP   [3]     seconds of unmeasured warm-up per target (0 to skip)
 #   LAT_ROUNDS [3]   interleaved one-client latency runs per target
+#   PROBE    [20]    seconds of turn-by-turn one-client latency (latency_probe:
+#                    one connection per target, the -S transaction to each in
+#                    turn, so all see the same machine); 0 skips it
 #   COMPARE  [100]   the mirrored target's compare.sample; 0 mirrors without comparing
 #   OVERFLOW [block] the mirrored target's mirror.on_overflow (block or drop)
 #   INSTRUCTIONS [0] when above 0: count instructions per transaction (see above)
@@ -39,10 +42,13 @@
 #                    and the direct target always use loopback TCP
 #   PGSHIFT_BIN      use this pgshift binary instead of building one
 #   RELAY_BIN        use this relay_floor binary instead of building one
+#   PROBE_BIN        use this latency_probe binary instead of building one
+#   PGSHIFT_REPO     the checkout to build and report (default: this script's)
 #   PGSHIFT_PG_BIN   directory holding initdb/pg_ctl/postgres
 #   KEEP=1           keep the temp dir (logs, configs) after the run
 # Default run: 3 rounds x 5 targets x 3 modes x 10 s + 5 x (3 x 10 s latency
-# + 3 s warm-up) + setup, about 11 minutes (plus the cargo build if needed).
+# + 3 s warm-up) + 20 s probe + setup, about 11 minutes (plus the cargo
+# builds if needed).
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -54,6 +60,8 @@ MODES=${MODES:-"simple extended prepared"}
 WARMUP=${WARMUP:-3}
 LAT_ROUNDS=${LAT_ROUNDS:-3}
 [[ $LAT_ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "LAT_ROUNDS must be a positive number" >&2; exit 1; }
+PROBE=${PROBE:-20}
+[[ $PROBE =~ ^[0-9]+$ ]] || { echo "PROBE must be a number of seconds" >&2; exit 1; }
 COMPARE=${COMPARE:-100}
 # block: a client waits when its mirror queue is full, so the mirrored TPS is
 # a rate at which every statement is mirrored; drop (pgshift's default)
@@ -70,7 +78,9 @@ ALL_TARGETS="direct pgbouncer relay pgshift mirrored"
 # TARGETS may come from the environment as a space-separated string.
 read -r -a TARGETS <<<"${TARGETS:-$ALL_TARGETS}"
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# PGSHIFT_REPO: the checkout to build from and report, for a copy of this
+# script run from elsewhere (so editing the tree cannot change a running bench).
+REPO=${PGSHIFT_REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() {
     log "ERROR: $*"
@@ -250,6 +260,17 @@ if has_target relay; then
         RELAY=$REPO/target/release/examples/relay_floor
     fi
     [[ -x $RELAY ]] || die "relay_floor binary $RELAY is not executable"
+fi
+PROBER=""
+if [[ $PROBE -gt 0 && $INSTRUCTIONS -eq 0 ]]; then
+    if [[ -n ${PROBE_BIN:-} ]]; then
+        PROBER=$PROBE_BIN
+    else
+        log "building latency_probe (cargo build --release --example latency_probe -p pgshift)"
+        (cd "$REPO" && cargo build --release -q --example latency_probe -p pgshift) >&2
+        PROBER=$REPO/target/release/examples/latency_probe
+    fi
+    [[ -x $PROBER ]] || die "latency_probe binary $PROBER is not executable"
 fi
 
 # ---------------------------------------------------------------- sandbox
@@ -604,6 +625,7 @@ fi
 # ---------------------------------------------------------------- runs
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 total=$((ROUNDS * ${#TARGETS[@]} * $(wc -w <<<"$MODES") * DURATION + ${#TARGETS[@]} * (LAT_ROUNDS * DURATION + WARMUP)))
+[[ -z $PROBER ]] || total=$((total + PROBE))
 log "measuring: about $((total / 60)) min $((total % 60)) s of pgbench"
 if [[ $WARMUP -gt 0 ]]; then
     for t in "${TARGETS[@]}"; do
@@ -648,6 +670,17 @@ for ((r = 0; r < LAT_ROUNDS; r++)); do
         log "latency r$((r + 1)) $t: n=$n p50=${p50}us p99=${p99}us mean=${mean}us"
     done
 done
+# Turn by turn: every target answers the same transaction in rotation, one
+# connection each, so drift between runs is paired out.
+PROBE_OUT=""
+if [[ -n $PROBER ]]; then
+    probe_args=()
+    for t in "${TARGETS[@]}"; do probe_args+=("$t=127.0.0.1:${PORT[$t]}"); done
+    log "latency_probe: $PROBE s over ${TARGETS[*]}"
+    run_waited "$DIR/probe.txt" "$PROBER" --seconds "$PROBE" --scale "$SCALE" "${probe_args[@]}" ||
+        { cat "$DIR/probe.txt" >&2; die "latency_probe failed"; }
+    PROBE_OUT=$(cat "$DIR/probe.txt")
+fi
 for t in "${TARGETS[@]}"; do
     P50[$t]=$(median <<<"${P50S[$t]}")
     P99[$t]=$(median <<<"${P99[$t]}")
@@ -803,6 +836,12 @@ if has_target mirrored && has_target pgshift; then
     }'
 fi
 echo
+if [[ -n $PROBE_OUT ]]; then
+    echo "Latency turn by turn: latency_probe, $PROBE s, one connection per target, the same -S -M extended"
+    echo "transaction sent to each target in turn (order rotated every round); first = ${TARGETS[0]}"
+    sed 's/^/  /' <<<"$PROBE_OUT"
+    echo
+fi
 
 status=0
 for key in "${!FAILED[@]}"; do
