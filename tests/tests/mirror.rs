@@ -290,6 +290,37 @@ async fn a_cancelled_statement_is_cancelled_on_the_mirror_too() {
     );
 }
 
+/// In sync mode the client's answer waits for the mirror: a cancelled
+/// statement's answer must not wait for the mirror to run it out.
+#[tokio::test]
+async fn sync_mode_answers_a_cancelled_statement_at_once() {
+    let db = fresh_db("mirror_cancel_sync");
+    let proxy = proxy_with(
+        &db,
+        "defaults: { primary: old, mirror: new }\nmirror: { mode: sync, on_mirror_error: fail }\n",
+    )
+    .await;
+    let started = Instant::now();
+    let c = cancelled(proxy.client().await, "SELECT pg_sleep(30)", false).await;
+    // The error comes before the ReadyForQuery that waits for the mirror:
+    // the next statement is where a wait would show.
+    assert_eq!(
+        c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let counters = proxy.mirror_counters(BackendId::New);
+    assert_eq!(
+        (counters.cancelled, counters.errors),
+        (1, 0),
+        "{counters:?}"
+    );
+}
+
 /// The primary's cancel comes while the mirror is still busy with an
 /// earlier statement: the mirror cancels its copy when it gets to it, and
 /// not the statement it is busy with.
