@@ -98,7 +98,7 @@ impl CancelRegistry {
         let mut sent = 0;
         for (id, key) in session.snapshot() {
             match send_cancel(id, &key, tls).await {
-                Ok(()) => sent += 1,
+                Ok(_) => sent += 1,
                 Err(e) => {
                     tracing::warn!(backend = %id, error = %e, "could not forward cancel request")
                 }
@@ -108,11 +108,13 @@ impl CancelRegistry {
     }
 }
 
+/// Sends a CancelRequest; `true` once Postgres has acted on it (it closes
+/// the connection then), `false` if it has not within 5 s.
 pub(crate) async fn send_cancel(
     id: BackendId,
     key: &CancelKey,
     tls: Option<&tokio_rustls::TlsConnector>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     // A cancel needs TLS only where the backend insists on it.
     let mode = match key.tls {
         BackendTls::Require => BackendTls::Require,
@@ -125,6 +127,6 @@ pub(crate) async fn send_cancel(
     stream.flush().await?;
     // Postgres closes the connection once it has acted on the request.
     let mut sink = [0u8; 64];
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut sink)).await;
-    Ok(())
+    let acted = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut sink)).await;
+    Ok(acted.is_ok())
 }

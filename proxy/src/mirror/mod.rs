@@ -15,7 +15,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use dashmap::DashMap;
 use pgshift_rules::config::BackendId;
@@ -25,6 +25,17 @@ use crate::compare::MismatchRecord;
 
 /// Mismatch records kept in memory for `GET /mismatches`.
 const RECENT_MISMATCHES: usize = 1000;
+
+/// Cancels the mirrors may send per second and backend. Each costs that
+/// backend a connection (for Postgres, a process); when statements time
+/// out by the thousand, the copies past this run out instead.
+const MAX_CANCELS_PER_SECOND: u32 = 20;
+
+#[derive(Default)]
+struct CancelBudget {
+    window: Option<Instant>,
+    used: u32,
+}
 
 /// Counters of one mirror backend.
 #[derive(Default)]
@@ -113,6 +124,7 @@ pub struct MirrorHub {
     diverged_total: AtomicU64,
     recent: Mutex<VecDeque<MismatchRecord>>,
     log: Mutex<Option<(PathBuf, std::fs::File)>>,
+    cancel_budget: [Mutex<CancelBudget>; 2],
 }
 
 impl MirrorHub {
@@ -127,6 +139,31 @@ impl MirrorHub {
             v.insert(d);
             self.diverged_total.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Whether a mirror may send `b` one more cancel now.
+    pub fn allow_cancel(&self, b: BackendId) -> bool {
+        self.allow_cancel_at(b, Instant::now())
+    }
+
+    fn allow_cancel_at(&self, b: BackendId, now: Instant) -> bool {
+        let mut budget = self.cancel_budget[b.index()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if budget
+            .window
+            .is_none_or(|w| now.duration_since(w) >= Duration::from_secs(1))
+        {
+            *budget = CancelBudget {
+                window: Some(now),
+                used: 0,
+            };
+        }
+        if budget.used >= MAX_CANCELS_PER_SECOND {
+            return false;
+        }
+        budget.used += 1;
+        true
     }
 
     pub fn session_ended(&self, session: u64) {
@@ -181,4 +218,22 @@ pub fn now_rfc3339() -> String {
 
 fn backend_name<S: serde::Serializer>(b: &BackendId, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(b.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancels_are_limited_per_second_and_backend() {
+        let hub = MirrorHub::default();
+        let t0 = Instant::now();
+        for _ in 0..MAX_CANCELS_PER_SECOND {
+            assert!(hub.allow_cancel_at(BackendId::New, t0));
+        }
+        assert!(!hub.allow_cancel_at(BackendId::New, t0 + Duration::from_millis(999)));
+        // The other backend has its own budget.
+        assert!(hub.allow_cancel_at(BackendId::Old, t0));
+        assert!(hub.allow_cancel_at(BackendId::New, t0 + Duration::from_secs(1)));
+    }
 }

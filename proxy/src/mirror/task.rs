@@ -121,8 +121,9 @@ struct Answer {
     error: Option<(String, String)>,
     /// A warning that a transaction was already in progress (25001).
     already_in_transaction: bool,
-    /// pgshift cancelled the statement, because the primary's run was.
-    cancelled: bool,
+    /// The primary's run of the statement was cancelled: so may the
+    /// mirror's be, and that is no mirror failure.
+    primary_cancelled: bool,
 }
 
 /// Lets [`receive`] cancel the statement it awaits when the primary's run
@@ -486,7 +487,9 @@ async fn process(
                     .record_mismatch(record, loaded.config.compare.log.as_deref());
             }
         }
-    } else if let Some((code, message)) = answer.error.as_ref().filter(|_| !answer.cancelled) {
+    } else if let Some((code, message)) =
+        answer.error.as_ref().filter(|_| !answer.primary_cancelled)
+    {
         if primary_sqlstate.as_deref() != Some(code.as_str()) {
             counters.errors.fetch_add(1, Ordering::Relaxed);
             job.stats.record_mirror_error();
@@ -627,8 +630,8 @@ async fn read_watching(
             return read_more(c).await;
         };
         if w.cancels.cancelled(w.seq) {
+            answer.primary_cancelled = true;
             cancel_copy(&c.cancel, w.backend, w.shared).await;
-            answer.cancelled = true;
             *watch = None;
             continue;
         }
@@ -644,18 +647,26 @@ async fn read_watching(
 /// waits for Postgres to act on it: nothing else may go out on that
 /// connection before, or the cancel could hit the next statement.
 async fn cancel_copy(key: &backend::CancelKey, backend: BackendId, shared: &Shared) {
+    if !shared.mirroring.allow_cancel(backend) {
+        tracing::debug!(%backend, "too many mirror cancels this second: the copy runs out");
+        return;
+    }
     let sent = tokio::time::timeout(
         CANCEL_TIMEOUT,
         backend::cancel::send_cancel(backend, key, shared.backend_tls.as_ref()),
     )
     .await;
     match sent {
-        Ok(Ok(())) => {
+        Ok(Ok(acted)) => {
             shared
                 .mirroring
                 .counters(backend)
                 .cancelled
                 .fetch_add(1, Ordering::Relaxed);
+            if !acted {
+                // It may yet land, on whatever runs then.
+                tracing::warn!(%backend, "the mirror backend did not confirm a cancel within 5 s");
+            }
         }
         Ok(Err(e)) => {
             tracing::warn!(%backend, error = %e, "could not cancel the mirror's copy of a cancelled statement")
