@@ -250,28 +250,22 @@ if has_target pgshift || has_target mirrored; then
     fi
     [[ -x $SHIFT_BIN ]] || die "pgshift binary $SHIFT_BIN is not executable"
 fi
+# example_bin NAME [PREBUILT]: the path of pgshift's example NAME, PREBUILT
+# when given, else built from the checkout.
+example_bin() {
+    local bin=${2:-}
+    if [[ -z $bin ]]; then
+        log "building $1 (cargo build --release --example $1 -p pgshift)"
+        (cd "$REPO" && cargo build --release -q --example "$1" -p pgshift) >&2
+        bin=$REPO/target/release/examples/$1
+    fi
+    [[ -x $bin ]] || die "$1 binary $bin is not executable"
+    echo "$bin"
+}
 RELAY=""
-if has_target relay; then
-    if [[ -n ${RELAY_BIN:-} ]]; then
-        RELAY=$RELAY_BIN
-    else
-        log "building relay_floor (cargo build --release --example relay_floor -p pgshift)"
-        (cd "$REPO" && cargo build --release -q --example relay_floor -p pgshift) >&2
-        RELAY=$REPO/target/release/examples/relay_floor
-    fi
-    [[ -x $RELAY ]] || die "relay_floor binary $RELAY is not executable"
-fi
+! has_target relay || RELAY=$(example_bin relay_floor "${RELAY_BIN:-}")
 PROBER=""
-if [[ $PROBE -gt 0 && $INSTRUCTIONS -eq 0 ]]; then
-    if [[ -n ${PROBE_BIN:-} ]]; then
-        PROBER=$PROBE_BIN
-    else
-        log "building latency_probe (cargo build --release --example latency_probe -p pgshift)"
-        (cd "$REPO" && cargo build --release -q --example latency_probe -p pgshift) >&2
-        PROBER=$REPO/target/release/examples/latency_probe
-    fi
-    [[ -x $PROBER ]] || die "latency_probe binary $PROBER is not executable"
-fi
+[[ $PROBE -eq 0 || $INSTRUCTIONS -gt 0 ]] || PROBER=$(example_bin latency_probe "${PROBE_BIN:-}")
 
 # ---------------------------------------------------------------- sandbox
 DIR=$(mktemp -d /tmp/pgshift-bench.XXXXXX)
