@@ -607,6 +607,63 @@ async fn sync_mode_waits_for_the_mirror_and_async_does_not() {
     }
 }
 
+/// Sync mode waits for the mirror at most 30 s: a mirror stuck behind a
+/// lock fails the client's statement (with `on_mirror_error: fail`) rather
+/// than hanging it, the session goes on, and the mirror applies the write
+/// once the lock is gone.
+#[tokio::test]
+async fn sync_mode_gives_up_on_a_stuck_mirror_after_30_seconds() {
+    let db = fresh_db("mirror_sync_stuck");
+    psql_both(&db, "CREATE TABLE k (id int); GRANT ALL ON k TO PUBLIC;");
+    let locker = pgshift_tests::connect(&url_new(&db)).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE k IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let proxy = proxy_with(
+        &db,
+        &format!("{DUAL_WRITES}mirror: {{ mode: sync, on_mirror_error: fail }}\n"),
+    )
+    .await;
+    let c = proxy.client().await;
+    let started = Instant::now();
+    let err = c
+        .simple_query("INSERT INTO k VALUES (1)")
+        .await
+        .expect_err("the mirror never answered");
+    let took = started.elapsed();
+    assert!(
+        (Duration::from_secs(29)..Duration::from_secs(45)).contains(&took),
+        "{took:?}"
+    );
+    let db_err = err.as_db_error().expect("an ErrorResponse");
+    assert_eq!(
+        db_err.code(),
+        &tokio_postgres::error::SqlState::QUERY_CANCELED
+    );
+    assert!(
+        db_err
+            .message()
+            .contains("timed out waiting for the mirror"),
+        "{db_err:?}"
+    );
+    // Every later statement would wait for the mirror too (its queue is
+    // ordered): release it, then the primary's work stands, the session
+    // goes on and the mirror catches up.
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    let started = Instant::now();
+    assert_eq!(
+        c.query_one("SELECT count(*) FROM k", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        1
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    proxy.mirrors_drained().await;
+    assert_eq!(one(&url_new(&db), "SELECT count(*) FROM k").await, "1");
+}
+
 #[tokio::test]
 async fn sync_mode_returns_mirror_failures_only_when_asked() {
     let db = fresh_db("mirror_sync_fail");
