@@ -39,10 +39,9 @@ pub(super) struct BatchMirror {
     /// A write outside any transaction: the mirror runs it in one of its
     /// own and commits only if the primary's batch succeeded.
     wrap: bool,
-    /// The batch runs a statement (an Execute, or a simple Query); one
-    /// that only prepares or describes is not compared.
-    executes: bool,
-    /// Executes and Queries in the batch.
+    /// Executes and Queries in the batch: none when it only prepares or
+    /// describes (then it is not compared), one when a cancel of it can
+    /// be followed on the mirror.
     runs: u32,
     /// No statement of the deciding text controls the transaction.
     no_txn_control: bool,
@@ -68,7 +67,6 @@ impl BatchMirror {
             self.stats.record_rewrite_refused();
         }
         if matches!(frame.tag(), tag::EXECUTE | tag::QUERY) {
-            self.executes = true;
             self.runs += 1;
         }
         if frame.tag() == tag::PARSE {
@@ -181,12 +179,9 @@ impl Requests<'_> {
             observer.mirror_done = Some((rx, fail));
             tx
         });
-        self.ensure_mirror(target);
-        let mut seq = 0;
-        if let Some(link) = self.mirrors[target.index()].as_mut() {
-            seq = link.next_seq();
-            observer.on_cancel(Arc::clone(&link.state), seq);
-        }
+        let link = self.ensure_mirror(target);
+        let seq = link.next_seq();
+        observer.on_cancel(Arc::clone(&link.state), seq);
         let observer = Some(observer);
         // The transaction's held BEGIN goes to the mirror just before the
         // batch (after the catch-up its statements may need).
@@ -208,7 +203,6 @@ impl Requests<'_> {
             write: kind != Kind::Read,
             ends_transaction,
             wrap,
-            executes: false,
             runs: 0,
             no_txn_control: class.statements.iter().all(|s| s.txn.is_none()),
             seq,
@@ -266,7 +260,8 @@ impl Requests<'_> {
         };
         // Preparing a COMMIT (Parse and Sync, no Execute) ends nothing:
         // treating it as the end would close the mirror's transaction early.
-        let ends_transaction = batch.ends_transaction && batch.executes;
+        let executes = batch.runs > 0;
+        let ends_transaction = batch.ends_transaction && executes;
         let target = batch.target;
         let slot = mirror_slot(target);
         self.ensure_mirror(target);
@@ -330,7 +325,7 @@ impl Requests<'_> {
             self.state.ran(sql, class, slot);
         }
         let write = batch.write;
-        let compare = batch.compare.filter(|_| batch.executes);
+        let compare = batch.compare.filter(|_| executes);
         let cancellable = batch.runs == 1 && batch.no_txn_control && !ends_transaction;
         let mut item = MirrorItem::new(
             batch.bytes.freeze(),
@@ -339,10 +334,10 @@ impl Requests<'_> {
                 stats: Arc::clone(&batch.stats),
                 tally: batch.tally,
                 write,
-                executes: batch.executes,
+                executes,
                 primary: batch.primary,
                 ends_transaction,
-                wrap: batch.wrap && batch.executes,
+                wrap: batch.wrap && executes,
                 cancellable,
                 compare,
                 primary_backend: target.other(),
@@ -437,11 +432,16 @@ impl Requests<'_> {
         Ok(target.other())
     }
 
-    fn ensure_mirror(&mut self, target: BackendId) {
+    fn ensure_mirror(&mut self, target: BackendId) -> &mut MirrorLink {
         let i = target.index();
-        if self.mirrors[i].is_some() {
-            return;
-        }
+        let link = match self.mirrors[i].take() {
+            Some(link) => link,
+            None => self.start_mirror(target),
+        };
+        self.mirrors[i].insert(link)
+    }
+
+    fn start_mirror(&self, target: BackendId) -> MirrorLink {
         let (link, rx, state) = MirrorLink::channel(target, self.loaded.config.mirror.queue);
         let meta = SessionMeta {
             key: self.info.session_key,
@@ -460,7 +460,7 @@ impl Requests<'_> {
         // On the session's own thread: a mirror that shares its session's
         // CPU cannot fall ever further behind it.
         self.shared.mirror_tasks.spawn(run);
-        self.mirrors[i] = Some(link);
+        link
     }
 
     /// The session state and prepared statements the mirror connection
