@@ -9,6 +9,7 @@ pub mod auth;
 pub mod backend;
 pub mod encode;
 mod error;
+pub mod extended;
 pub mod frame;
 pub mod frontend;
 mod reader;
