@@ -66,3 +66,61 @@ pub async fn read_frame(s: &mut TcpStream, buf: &mut BytesMut) -> Frame {
         assert!(n > 0, "connection closed");
     }
 }
+
+/// One message of a hand-written exchange.
+pub enum Msg {
+    Parse(&'static str),
+    Bind,
+    Execute,
+    Flush,
+    Query(&'static str),
+    Sync,
+}
+
+/// Sends `msgs`, then a marker Query, and returns what came back up to the
+/// marker's ReadyForQuery: each message's tag, with CommandComplete's tag,
+/// ErrorResponse's SQLSTATE and a DataRow's (single) value; notices and
+/// parameter changes left out.
+pub async fn transcript(s: &mut TcpStream, msgs: &[Msg]) -> Vec<String> {
+    let mut out = BytesMut::new();
+    for m in msgs {
+        match m {
+            Msg::Parse(sql) => encode::parse(&mut out, "", sql, &[]),
+            Msg::Bind => encode::bind(&mut out, "", "", &[], &[]),
+            Msg::Execute => encode::execute(&mut out, "", 0),
+            Msg::Flush => encode::frame(&mut out, b'H', |_| {}),
+            Msg::Query(sql) => encode::query(&mut out, sql),
+            Msg::Sync => encode::sync(&mut out),
+        }
+    }
+    encode::query(&mut out, "SELECT 'marker'");
+    s.write_all(&out).await.unwrap();
+    let mut buf = BytesMut::new();
+    let mut seen = Vec::new();
+    let mut marker = false;
+    loop {
+        let f = read_frame(s, &mut buf).await;
+        let body = f.body();
+        match f.tag() {
+            b'N' | b'S' => continue,
+            b'C' => seen.push(format!(
+                "C:{}",
+                String::from_utf8_lossy(&body[..body.len() - 1])
+            )),
+            b'E' => {
+                let code = backend::ErrorFields::new(body)
+                    .sqlstate()
+                    .map(|c| String::from_utf8_lossy(c).into_owned());
+                seen.push(format!("E:{}", code.unwrap_or_default()));
+            }
+            b'D' => {
+                // Every row here has one column.
+                let value = String::from_utf8_lossy(body.get(6..).unwrap_or_default());
+                marker |= value == "marker";
+                seen.push(format!("D:{value}"));
+            }
+            b'Z' if marker => return seen,
+            t => seen.push((t as char).to_string()),
+        }
+    }
+}

@@ -833,3 +833,128 @@ async fn a_lone_flush_expects_no_answer() {
     let counters = proxy.mirror_counters(BackendId::New);
     assert_eq!((counters.errors, counters.dropped), (0, 0), "{counters:?}");
 }
+
+/// A simple Query sent after extended-protocol messages but before their
+/// Sync runs in their implicit transaction, or not at all when one of them
+/// failed. The mirror gets the batch as the primary ran it, and when the
+/// messages fail on the mirror only, its Query is skipped there too
+/// without the mirror waiting for an answer that never comes.
+#[tokio::test]
+async fn a_query_among_unsynced_extended_messages_is_mirrored_as_run() {
+    use pgshift_tests::raw::{transcript, Msg::*};
+    let db = fresh_db("mirror_mixed");
+    psql_both(&db, "CREATE TABLE t (id int); GRANT ALL ON t TO PUBLIC;");
+    // Only NEW refuses 100: a failure on the mirror alone.
+    old_and_new()
+        .new
+        .psql(&db, "ALTER TABLE t ADD CHECK (id < 100)")
+        .unwrap();
+    let proxy = proxy_with(
+        &db,
+        "defaults: { primary: old, mirror: new, compare: true }\n",
+    )
+    .await;
+    let (mut s, _) = pgshift_tests::raw::login(proxy.addr, &db).await;
+    let both = transcript(
+        &mut s,
+        &[
+            Parse("INSERT INTO t VALUES (1)"),
+            Bind,
+            Execute,
+            Query("INSERT INTO t VALUES (2)"),
+            Sync,
+        ],
+    )
+    .await;
+    assert_eq!(
+        both,
+        [
+            "1",
+            "2",
+            "C:INSERT 0 1",
+            "C:INSERT 0 1",
+            "Z",
+            "Z",
+            "T",
+            "D:marker",
+            "C:SELECT 1"
+        ]
+    );
+    // The Query fails: the implicit transaction, insert included, is gone.
+    transcript(
+        &mut s,
+        &[
+            Parse("INSERT INTO t VALUES (3)"),
+            Bind,
+            Execute,
+            Query("SELECT 1/0"),
+            Sync,
+        ],
+    )
+    .await;
+    // The insert fails on NEW only: there the Query is skipped.
+    transcript(
+        &mut s,
+        &[
+            Parse("INSERT INTO t VALUES (100)"),
+            Bind,
+            Execute,
+            Query("INSERT INTO t VALUES (4)"),
+            Sync,
+        ],
+    )
+    .await;
+    // Fails on both: the Query runs nowhere.
+    let skipped = transcript(
+        &mut s,
+        &[
+            Parse("SELECT 1/0"),
+            Bind,
+            Execute,
+            Query("INSERT INTO t VALUES (5)"),
+            Sync,
+        ],
+    )
+    .await;
+    assert_eq!(
+        skipped,
+        ["1", "E:22012", "Z", "T", "D:marker", "C:SELECT 1"]
+    );
+    // A read and a Query, compared whole.
+    transcript(
+        &mut s,
+        &[
+            Parse("SELECT count(*) FROM t WHERE id < 3"),
+            Bind,
+            Execute,
+            Query("SELECT 2"),
+            Sync,
+        ],
+    )
+    .await;
+    // Inside a transaction, and after all of the above, plain statements.
+    transcript(
+        &mut s,
+        &[
+            Query("BEGIN"),
+            Parse("INSERT INTO t VALUES (6)"),
+            Bind,
+            Execute,
+            Query("INSERT INTO t VALUES (7)"),
+            Sync,
+            Query("COMMIT"),
+            Query("INSERT INTO t VALUES (8)"),
+        ],
+    )
+    .await;
+    proxy.mirrors_drained().await;
+    let rows = "SELECT string_agg(id::text, ',' ORDER BY id) FROM t";
+    assert_eq!(one(&url_old(&db), rows).await, "1,2,4,6,7,8,100");
+    assert_eq!(one(&url_new(&db), rows).await, "1,2,6,7,8");
+    let counters = proxy.mirror_counters(BackendId::New);
+    // The batch whose insert NEW refused is the one difference.
+    assert_eq!(counters.mismatched, 1, "{counters:?}");
+    assert_eq!(counters.dropped, 0, "{counters:?}");
+    assert_eq!(counters.queue_depth, 0, "{counters:?}");
+    assert!(counters.compared >= 5, "{counters:?}");
+}

@@ -377,3 +377,123 @@ backends:
         assert!(text.contains(".s.PGSQL.5999"), "{text}");
     }
 }
+
+/// A simple Query that follows extended-protocol messages before their
+/// Sync joins their implicit transaction, and is skipped when they failed
+/// (Postgres then ignores everything up to the Sync): one ReadyForQuery
+/// fewer than when they succeed. The proxy must pass on exactly what
+/// Postgres says and keep its own count of owed answers right, so that the
+/// session can still move to the other backend afterwards.
+#[tokio::test]
+async fn simple_query_among_unsynced_extended_messages() {
+    use pgshift_tests::raw::{transcript, Msg, Msg::*};
+    let db = fresh_db("mixed_protocols");
+    pgshift_tests::mark_sides(&db);
+    pgshift_tests::psql_both(&db, "CREATE TABLE t (n int); GRANT ALL ON t TO PUBLIC;");
+    let rules = "rules:
+  - name: whereami-reads
+    match: { kind: [read], tables: [whereami] }
+    primary: new
+";
+    let proxy = proxy_with(&db, rules).await;
+    let scenarios: Vec<(&str, Vec<Msg>)> = vec![
+        (
+            "ok then query",
+            vec![Parse("SELECT 1"), Bind, Execute, Query("SELECT 2"), Sync],
+        ),
+        (
+            "failed then query",
+            vec![Parse("SELECT 1/0"), Bind, Execute, Query("SELECT 2"), Sync],
+        ),
+        (
+            "ok then two queries, no sync",
+            vec![
+                Parse("SELECT 1"),
+                Bind,
+                Execute,
+                Query("SELECT 2"),
+                Query("SELECT 3"),
+            ],
+        ),
+        (
+            "failed then two queries",
+            vec![
+                Parse("SELECT 1/0"),
+                Bind,
+                Execute,
+                Query("SELECT 2"),
+                Query("SELECT 3"),
+                Sync,
+            ],
+        ),
+        (
+            "ok, query, failed, query",
+            vec![
+                Parse("SELECT 1"),
+                Bind,
+                Execute,
+                Query("SELECT 2"),
+                Parse("SELECT 1/0"),
+                Bind,
+                Execute,
+                Query("SELECT 3"),
+                Sync,
+            ],
+        ),
+        (
+            "failed query rolls back the insert",
+            vec![
+                Parse("INSERT INTO t VALUES (1)"),
+                Bind,
+                Execute,
+                Query("SELECT 1/0"),
+                Sync,
+                Query("SELECT count(*) FROM t"),
+            ],
+        ),
+        (
+            "flushed failure then query",
+            vec![
+                Parse("SELECT 1/0"),
+                Bind,
+                Execute,
+                Flush,
+                Query("SELECT 2"),
+                Sync,
+            ],
+        ),
+    ];
+    let old = &old_and_new().old;
+    let direct = std::net::SocketAddr::from(([127, 0, 0, 1], old.port()));
+    let (mut d, _) = pgshift_tests::raw::login(direct, &db).await;
+    let (mut p, _) = pgshift_tests::raw::login(proxy.addr, &db).await;
+    for (name, msgs) in &scenarios {
+        let want = transcript(&mut d, msgs).await;
+        let got = tokio::time::timeout(Duration::from_secs(20), transcript(&mut p, msgs))
+            .await
+            .unwrap_or_else(|_| panic!("{name}: no answer through the proxy"));
+        assert_eq!(got, want, "{name}");
+    }
+    // Every answer is accounted for: the session moves to NEW for a read
+    // of whereami (which waits for everything owed on OLD) and back.
+    let got = tokio::time::timeout(
+        Duration::from_secs(20),
+        transcript(&mut p, &[Query("SELECT side FROM whereami")]),
+    )
+    .await
+    .expect("the session moved to NEW");
+    assert_eq!(
+        got,
+        [
+            "T",
+            "D:new",
+            "C:SELECT 1",
+            "Z",
+            "T",
+            "D:marker",
+            "C:SELECT 1"
+        ]
+    );
+    let c = proxy.client().await;
+    assert_eq!(scalar_i64(&c, "SELECT count(*) FROM t").await, 0);
+}

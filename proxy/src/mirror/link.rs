@@ -79,6 +79,11 @@ pub struct StatementJob {
     /// primary is. (Cancelling a batch with a COMMIT inside could stop it
     /// on the other side of that COMMIT.)
     pub cancellable: bool,
+    /// A Query or FunctionCall follows this many extended-protocol
+    /// messages that await a completion, with no Sync between: should one
+    /// of them fail here, Postgres skips it up to a Sync, which the mirror
+    /// then sends to get the answer's end.
+    pub run_after: Option<u32>,
     pub compare: Option<CompareJob>,
     pub primary_backend: BackendId,
     /// Sync mirroring: the client's answer waits for this.

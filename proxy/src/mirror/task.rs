@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
 use pgshift_protocol::backend::{tag, ErrorFields};
+use pgshift_protocol::extended::Completions;
 use pgshift_protocol::{encode, peek_header, HEADER_LEN};
 use pgshift_rules::config::BackendId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -288,7 +289,9 @@ fn sends_early(item: &MirrorItem) -> bool {
 fn ends_batch(item: &MirrorItem) -> bool {
     match &item.job {
         Job::Replay => false,
-        Job::Statement(job) => job.ends_transaction || job.wrap,
+        // A Query the mirror may skip must not have anything after it on
+        // the wire, which Postgres would skip too.
+        Job::Statement(job) => job.ends_transaction || job.wrap || job.run_after.is_some(),
     }
 }
 
@@ -358,7 +361,7 @@ async fn process(
         if matches!(sent, Sent::No) {
             send(c, &item.bytes).await?;
         }
-        let answer = receive(c, answers, None, None).await?;
+        let answer = receive(c, answers, None, None, None).await?;
         if let Some((code, message)) = answer.error {
             shared
                 .mirroring
@@ -409,7 +412,9 @@ async fn process(
     // state lagged behind a pipeline) warns and changes nothing: then the
     // statement belongs to that transaction and is not ours to end.
     let own_transaction = if job.wrap {
-        !receive(c, 1, None, None).await?.already_in_transaction
+        !receive(c, 1, None, None, None)
+            .await?
+            .already_in_transaction
     } else {
         false
     };
@@ -421,7 +426,7 @@ async fn process(
         backend,
         shared,
     });
-    let answer = receive(c, answers, digest.as_mut(), watch).await?;
+    let answer = receive(c, answers, digest.as_mut(), watch, job.run_after).await?;
     if own_transaction {
         let commit =
             answer.error.is_none() && outcome.as_ref().is_some_and(|o| o.sqlstate.is_none());
@@ -430,7 +435,7 @@ async fn process(
         } else {
             send(c, &rollback_query()).await?;
         }
-        receive(c, 1, None, None).await?;
+        receive(c, 1, None, None, None).await?;
     }
     // Rolled back without knowing whether the primary committed.
     let lost = (own_transaction || job.ends_transaction) && outcome.is_none();
@@ -566,15 +571,17 @@ fn diverge(shared: &Shared, backend: BackendId, session: &SessionMeta, reason: &
 }
 
 /// Reads `answers` ReadyForQuery-terminated answers, feeding every message
-/// to `digest` when given.
+/// to `digest` when given. `run_after`: see [`StatementJob::run_after`].
 async fn receive(
     c: &mut Conn,
     answers: usize,
     mut digest: Option<&mut ResultDigest>,
     mut watch: Option<Watch<'_, '_>>,
+    mut run_after: Option<u32>,
 ) -> Result<Answer, String> {
     let mut answer = Answer::default();
     let mut left = answers;
+    let mut completions = Completions::default();
     while left > 0 {
         let Some(h) = peek_header(&c.buf, usize::MAX).map_err(|e| e.to_string())? else {
             read_watching(c, &mut watch, &mut answer).await?;
@@ -614,6 +621,17 @@ async fn receive(
             }
         }
         c.buf.advance(h.frame_len);
+        if let Some(expected) = run_after {
+            completions.observe(h.tag, expected);
+            if completions.failed {
+                // The Query is skipped, and with it its ReadyForQuery: the
+                // Sync's stands in.
+                run_after = None;
+                let mut sync = BytesMut::new();
+                encode::sync(&mut sync);
+                send(c, &sync).await?;
+            }
+        }
     }
     Ok(answer)
 }

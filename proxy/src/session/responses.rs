@@ -8,6 +8,7 @@
 
 use bytes::{Buf, BytesMut};
 use pgshift_protocol::backend::{self, tag, ErrorFields};
+use pgshift_protocol::extended::Completions;
 use pgshift_protocol::scan::{Step, StreamScanner};
 use pgshift_protocol::HEADER_LEN;
 use pgshift_rules::config::BackendId;
@@ -40,6 +41,8 @@ pub struct Responses<'a> {
     max_message_size: usize,
     span: tracing::Span,
     sync_wait: Bound,
+    /// The number of the entry being worked on (see [`Expectations::push`]).
+    entry: u64,
 }
 
 impl<'a> Responses<'a> {
@@ -56,6 +59,7 @@ impl<'a> Responses<'a> {
             max_message_size,
             span,
             sync_wait: Bound::new(SYNC_MIRROR_WAIT),
+            entry: 0,
         }
     }
 
@@ -70,7 +74,10 @@ impl<'a> Responses<'a> {
     pub async fn run(&mut self) -> Result<End, RelayError> {
         loop {
             match self.exp.head() {
-                None => self.idle().await?,
+                None => {
+                    self.idle().await?;
+                    continue;
+                }
                 Some(Head::Owned(Expect::Attach {
                     backend,
                     reader,
@@ -93,6 +100,7 @@ impl<'a> Responses<'a> {
                     self.exp.pop();
                 }
             }
+            self.entry += 1;
         }
     }
 
@@ -112,6 +120,9 @@ impl<'a> Responses<'a> {
         // A compared answer's rows are hashed, so they must be seen whole.
         r.scanner
             .set_streaming(!observer.as_ref().is_some_and(|o| o.needs_rows()));
+        // Counted for every relayed answer, since the request side learns
+        // only later whether it needs to know (a Query before the Sync).
+        let mut completions = Completions::default();
         loop {
             let mut at = 0;
             let mut rfq_at = 0;
@@ -127,6 +138,7 @@ impl<'a> Responses<'a> {
                         if let Some(o) = observer.as_mut() {
                             o.frame(h.tag, body);
                         }
+                        completions.observe(h.tag, u32::MAX);
                         match h.tag {
                             tag::READY_FOR_QUERY => {
                                 ready = Some(
@@ -197,6 +209,9 @@ impl<'a> Responses<'a> {
                     .map_err(RelayError::ClientIo)?;
             }
             r.buf.advance(at);
+            if swallow.is_none() {
+                self.exp.publish(self.entry, completions);
+            }
             if let Some(status) = ready {
                 if let Some(o) = observer.take() {
                     o.finish();

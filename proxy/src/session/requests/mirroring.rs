@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use pgshift_protocol::extended::awaits_completion;
 use pgshift_protocol::frontend::{tag, Parse};
 use pgshift_protocol::{encode, Frame};
 use pgshift_rules::classify::{Classification, TxnControl};
@@ -47,6 +48,11 @@ pub(super) struct BatchMirror {
     no_txn_control: bool,
     /// The batch's number on its mirror link.
     seq: u64,
+    /// Messages in it that await a completion (see [`awaits_completion`]).
+    requests: u32,
+    /// A Query or FunctionCall follows this many of them before a Sync:
+    /// one the mirror skips when one of those fails there.
+    run_after: Option<u32>,
     done: Option<oneshot::Sender<crate::session::observe::MirrorResult>>,
     primary: Option<oneshot::Receiver<PrimaryOutcome>>,
     compare: Option<CompareJob>,
@@ -57,6 +63,12 @@ pub(super) struct BatchMirror {
 }
 
 impl BatchMirror {
+    /// The next message is a Query or FunctionCall ending the batch (see
+    /// [`Requests::ends_open_batch`]).
+    pub(super) fn run_follows(&mut self) {
+        self.run_after = Some(self.requests);
+    }
+
     pub(super) fn add(&mut self, frame: &Frame) {
         if rewriting::push_frame(
             self.rewriter.as_deref(),
@@ -69,6 +81,7 @@ impl BatchMirror {
         if matches!(frame.tag(), tag::EXECUTE | tag::QUERY) {
             self.runs += 1;
         }
+        self.requests += u32::from(awaits_completion(frame.tag()));
         if frame.tag() == tag::PARSE {
             if let Ok(p) = Parse::decode(frame.body()) {
                 self.parsed.push(Bytes::copy_from_slice(p.name));
@@ -206,6 +219,8 @@ impl Requests<'_> {
             runs: 0,
             no_txn_control: class.statements.iter().all(|s| s.txn.is_none()),
             seq,
+            requests: 0,
+            run_after: None,
             done,
             primary,
             compare,
@@ -339,6 +354,7 @@ impl Requests<'_> {
                 ends_transaction,
                 wrap: batch.wrap && executes,
                 cancellable,
+                run_after: batch.run_after,
                 compare,
                 primary_backend: target.other(),
                 done: batch.done,

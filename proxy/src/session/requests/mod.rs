@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use pgshift_protocol::backend::TransactionStatus;
+use pgshift_protocol::extended::awaits_completion;
 use pgshift_protocol::frontend::{self, tag, Bind, Parse, Query, TargetKind};
 use pgshift_protocol::{decode_frame, encode, Frame};
 use pgshift_rules::classify::{may_change_session, Classification, TxnControl};
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 mod mirroring;
 
 use super::expect::{Expect, Expectations};
+use super::observe::Observer;
 use super::relay::{End, RelayError};
 use super::responses::reserve_for_read;
 use super::rewriting;
@@ -111,6 +113,10 @@ pub struct Requests<'a> {
     copy_in: Option<CopyIn>,
     /// The latest Bind names a COPY ... FROM STDIN statement.
     bound_copy_in: bool,
+    /// The open extended-protocol batch's answer (its entry number), and
+    /// how many of the messages sent in it await a completion.
+    open_entry: u64,
+    open_requests: u32,
 }
 
 impl<'a> Requests<'a> {
@@ -151,6 +157,8 @@ impl<'a> Requests<'a> {
             txn_open: false,
             copy_in: None,
             bound_copy_in: false,
+            open_entry: 0,
+            open_requests: 0,
         }
     }
 
@@ -189,11 +197,16 @@ impl<'a> Requests<'a> {
             tag::FUNCTION_CALL => {
                 // A FunctionCall is a request of its own, answered with its
                 // own ReadyForQuery, on the backend the session is on.
-                let b = match self.batch {
-                    Batch::Open(b) => b,
-                    Batch::Held(_) => self.open_unrouted().await?,
-                    Batch::Idle => self.open_unrouted_idle().await?,
-                };
+                if let Batch::Held(_) = self.batch {
+                    self.open_unrouted().await?;
+                }
+                if let Batch::Open(b) = self.batch {
+                    if self.ends_open_batch(b, &frame).await? {
+                        self.end_batch_mirror(None, None).await?;
+                    }
+                    return Ok(());
+                }
+                let b = self.open_unrouted_idle().await?;
                 self.send(b, &frame);
                 self.exp.push(Expect::Relay(b, None));
                 Ok(())
@@ -248,8 +261,16 @@ impl<'a> Requests<'a> {
                 return Ok(());
             }
         }
+        if let Batch::Open(b) = self.batch {
+            if self.ends_open_batch(b, &frame).await? {
+                if let (Some(class), Some(sql)) = (&class, &sql) {
+                    self.state.ran(sql, class, link_slot(b));
+                }
+                self.after_query(class, sql).await?;
+            }
+            return Ok(());
+        }
         let b = match (&self.batch, &class, &sql) {
-            (Batch::Open(b), _, _) => *b,
             (_, Some(class), Some(sql)) => {
                 let b = self.decide(Some((class, sql))).await?;
                 self.start_batch(b).await?;
@@ -268,19 +289,59 @@ impl<'a> Requests<'a> {
         if let (Some(class), Some(sql)) = (&class, &sql) {
             self.state.ran(sql, class, link_slot(b));
         }
-        // COPY ... FROM STDIN: the data follows; the mirror's copy of the
-        // batch ends with CopyDone or CopyFail.
+        self.after_query(class, sql).await
+    }
+
+    /// A Query sent: COPY ... FROM STDIN has its data follow, and the
+    /// mirror's copy of the batch ends with CopyDone or CopyFail; anything
+    /// else ends the mirror's batch here.
+    async fn after_query(
+        &mut self,
+        class: Option<Arc<Classification>>,
+        sql: Option<Arc<str>>,
+    ) -> Result<(), RelayError> {
         if is_copy_in(class.as_deref(), sql.as_deref()) {
             self.copy_in = Some(CopyIn {
                 simple: true,
-                class: class.clone(),
-                sql: sql.clone(),
+                class,
+                sql,
             });
+            Ok(())
         } else {
             self.end_batch_mirror(class.as_deref(), sql.as_deref())
-                .await?;
+                .await
         }
-        Ok(())
+    }
+
+    /// A simple Query or FunctionCall sent after extended-protocol
+    /// messages but before their Sync runs in their implicit transaction
+    /// and ends it, its ReadyForQuery closing the batch's answer; unless
+    /// one of them failed, and then Postgres skips it and everything else
+    /// up to the Sync, which the batch's answer ends with instead. Which
+    /// of the two is known once the messages' answers are in, so this
+    /// waits for them. Returns whether `frame` ended the batch.
+    async fn ends_open_batch(&mut self, b: BackendId, frame: &Frame) -> Result<bool, RelayError> {
+        // Inside a COPY, Postgres takes it for bad COPY data and fails.
+        let failed = self.copy_in.is_some() || {
+            encode::frame(&mut self.out[b.index()], tag::FLUSH, |_| {});
+            self.flush().await?;
+            self.exp
+                .wait_settled(self.open_entry, self.open_requests)
+                .await
+                .failed
+        };
+        if failed {
+            // Sent all the same, as the client did, but not to the mirror:
+            // it did not run.
+            self.out[b.index()].extend_from_slice(frame.as_bytes());
+            return Ok(false);
+        }
+        if let Some(m) = &mut self.batch_mirror {
+            m.run_follows();
+        }
+        self.send(b, frame);
+        self.batch = Batch::Idle;
+        Ok(true)
     }
 
     /// A lone BEGIN outside a transaction is answered here and sent later
@@ -480,7 +541,7 @@ impl<'a> Requests<'a> {
             let b = self.decide(Some((&class, &sql))).await?;
             self.start_batch(b).await?;
             let observer = self.plan_batch(b, Some(&class), Some(&sql), false);
-            self.exp.push(Expect::Relay(b, observer));
+            self.push_open(b, observer);
             self.send_held(b)?;
             if frame.tag() == tag::PARSE {
                 self.note_parse(&frame, b, (class, Some(sql)));
@@ -642,7 +703,7 @@ impl<'a> Requests<'a> {
         }
         let b = self.open_unrouted_idle().await?;
         let observer = self.plan_unrouted_batch(b);
-        self.exp.push(Expect::Relay(b, observer));
+        self.push_open(b, observer);
         self.send_held(b)?;
         self.batch = Batch::Open(b);
         Ok(b)
@@ -652,6 +713,12 @@ impl<'a> Requests<'a> {
         let b = self.current;
         self.start_batch(b).await?;
         Ok(b)
+    }
+
+    /// Queues the answer of an extended-protocol batch opening on `b`.
+    fn push_open(&mut self, b: BackendId, observer: Option<Box<Observer>>) {
+        self.open_entry = self.exp.push(Expect::Relay(b, observer));
+        self.open_requests = 0;
     }
 
     fn send_held(&mut self, b: BackendId) -> Result<(), RelayError> {
@@ -838,6 +905,7 @@ impl<'a> Requests<'a> {
     }
 
     fn send(&mut self, b: BackendId, frame: &Frame) {
+        self.open_requests += u32::from(awaits_completion(frame.tag()));
         let rw = self.loaded.rewriters[b.index()].as_deref();
         if rewriting::push_frame(rw, b, frame.as_bytes(), &mut self.out[b.index()]) {
             self.count_refusal(frame.as_bytes());
