@@ -1,4 +1,4 @@
-"""psycopg 3 and asyncpg through pgshift: each check raises on failure.
+"""psycopg 3, asyncpg and pg8000 through pgshift: each check raises on failure.
 
 Usage: python3 python_clients.py "host=... port=... user=... password=... dbname=..." postgres://...
 Prints one line per check and "N passed, 0 failed" at the end.
@@ -9,7 +9,11 @@ import sys
 import threading
 import time
 
+import io
+import urllib.parse
+
 import asyncpg
+import pg8000.native
 import psycopg
 
 DSN = sys.argv[1]
@@ -131,6 +135,53 @@ async def asyncpg_checks():
 @check("asyncpg: prepared statements, COPY, transactions, errors")
 def _():
     asyncio.run(asyncpg_checks())
+
+
+def pg8000_connect():
+    u = urllib.parse.urlparse(URL)
+    return pg8000.native.Connection(
+        user=urllib.parse.unquote(u.username),
+        password=urllib.parse.unquote(u.password or ""),
+        host=u.hostname,
+        port=u.port,
+        database=u.path.lstrip("/"),
+    )
+
+
+@check("pg8000: parameters, prepared statements, errors in a transaction")
+def _():
+    c = pg8000_connect()
+    try:
+        assert c.run("SELECT :a::int * 2, :b::text", a=21, b="x") == [[42, "x"]]
+        ps = c.prepare("SELECT :v::int + 1")
+        for i in range(10):
+            assert ps.run(v=i) == [[i + 1]]
+        ps.close()
+        c.run("START TRANSACTION")
+        try:
+            c.run("SELECT 1/0")
+            raise AssertionError("no error")
+        except pg8000.native.DatabaseError as e:
+            assert e.args[0]["C"] == "22012", e.args
+        c.run("ROLLBACK")
+        assert c.run("SELECT 'still usable'") == [["still usable"]]
+    finally:
+        c.close()
+
+
+@check("pg8000: COPY in and out")
+def _():
+    c = pg8000_connect()
+    try:
+        c.run("CREATE TEMP TABLE p (id int, v text)")
+        data = "".join(f"{i}\tv{i}\n" for i in range(2000))
+        c.run("COPY p FROM STDIN", stream=io.StringIO(data))
+        assert c.run("SELECT count(*), sum(id) FROM p") == [[2000, 1999000]]
+        out = io.StringIO()
+        c.run("COPY p TO STDOUT", stream=out)
+        assert out.getvalue() == data
+    finally:
+        c.close()
 
 
 print(f"{passed} passed, 0 failed")

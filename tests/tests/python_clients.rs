@@ -1,16 +1,16 @@
-//! psycopg 3 and asyncpg through pgshift (the script is
-//! `tests/clients/python_clients.py`; `.ci/run` installs the two drivers).
+//! psycopg 3, asyncpg and pg8000 through pgshift (the script is
+//! `tests/clients/python_clients.py`; `.ci/run` installs the drivers).
 
 use std::process::Command;
 
 use pgshift_tests::{fresh_db, proxy_with};
 
 #[tokio::test]
-async fn psycopg_and_asyncpg() {
+async fn psycopg_asyncpg_and_pg8000() {
     let db = fresh_db("python_clients");
     let proxy = proxy_with(&db, "").await;
     let stdout = run_script("python_clients.py", vec![proxy.conninfo(), proxy.url()]).await;
-    assert!(stdout.contains("8 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("10 passed, 0 failed"), "{stdout}");
 }
 
 /// Runs `tests/clients/<script>` with `args`; its stdout, once it exited
@@ -23,7 +23,7 @@ async fn run_script(script: &'static str, args: Vec<String>) -> String {
         tokio::task::spawn_blocking(move || Command::new("python3").arg(path).args(args).output())
             .await
             .unwrap()
-            .expect("python3 runs (install psycopg[binary] and asyncpg: see .ci/run)");
+            .expect("python3 runs (install psycopg[binary], asyncpg and pg8000: see .ci/run)");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{script}: {stdout}\n{stderr}");
