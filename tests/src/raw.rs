@@ -74,13 +74,17 @@ pub enum Msg {
     Execute,
     Flush,
     Query(&'static str),
+    /// A FunctionCall of the function with this OID, no arguments, text
+    /// result.
+    Call(u32),
     Sync,
 }
 
 /// Sends `msgs`, then a marker Query, and returns what came back up to the
 /// marker's ReadyForQuery: each message's tag, with CommandComplete's tag,
-/// ErrorResponse's SQLSTATE and a DataRow's (single) value; notices and
-/// parameter changes left out.
+/// ErrorResponse's SQLSTATE, a DataRow's (single) value and
+/// ReadyForQuery's transaction status; notices and parameter changes left
+/// out.
 pub async fn transcript(s: &mut TcpStream, msgs: &[Msg]) -> Vec<String> {
     let mut out = BytesMut::new();
     for m in msgs {
@@ -90,6 +94,10 @@ pub async fn transcript(s: &mut TcpStream, msgs: &[Msg]) -> Vec<String> {
             Msg::Execute => encode::execute(&mut out, "", 0),
             Msg::Flush => encode::frame(&mut out, b'H', |_| {}),
             Msg::Query(sql) => encode::query(&mut out, sql),
+            Msg::Call(oid) => encode::frame(&mut out, b'F', |b| {
+                b.extend_from_slice(&oid.to_be_bytes());
+                b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+            }),
             Msg::Sync => encode::sync(&mut out),
         }
     }
@@ -120,6 +128,7 @@ pub async fn transcript(s: &mut TcpStream, msgs: &[Msg]) -> Vec<String> {
                 seen.push(format!("D:{value}"));
             }
             b'Z' if marker => return seen,
+            b'Z' => seen.push(format!("Z:{}", body.first().map_or('?', |&c| c as char))),
             t => seen.push((t as char).to_string()),
         }
     }

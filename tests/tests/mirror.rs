@@ -873,8 +873,8 @@ async fn a_query_among_unsynced_extended_messages_is_mirrored_as_run() {
             "2",
             "C:INSERT 0 1",
             "C:INSERT 0 1",
-            "Z",
-            "Z",
+            "Z:I",
+            "Z:I",
             "T",
             "D:marker",
             "C:SELECT 1"
@@ -918,7 +918,7 @@ async fn a_query_among_unsynced_extended_messages_is_mirrored_as_run() {
     .await;
     assert_eq!(
         skipped,
-        ["1", "E:22012", "Z", "T", "D:marker", "C:SELECT 1"]
+        ["1", "E:22012", "Z:I", "T", "D:marker", "C:SELECT 1"]
     );
     // A read and a Query, compared whole.
     transcript(

@@ -462,6 +462,26 @@ async fn simple_query_among_unsynced_extended_messages() {
                 Sync,
             ],
         ),
+        // version(): a FunctionCall, answered like a Query.
+        (
+            "ok then function call",
+            vec![Parse("SELECT 1"), Bind, Execute, Call(89), Sync],
+        ),
+        (
+            "failed then function call",
+            vec![Parse("SELECT 1/0"), Bind, Execute, Call(89), Sync],
+        ),
+        (
+            "extended BEGIN then query",
+            vec![
+                Parse("BEGIN"),
+                Bind,
+                Execute,
+                Query("SELECT 2"),
+                Sync,
+                Query("COMMIT"),
+            ],
+        ),
     ];
     let old = &old_and_new().old;
     let direct = std::net::SocketAddr::from(([127, 0, 0, 1], old.port()));
@@ -488,7 +508,7 @@ async fn simple_query_among_unsynced_extended_messages() {
             "T",
             "D:new",
             "C:SELECT 1",
-            "Z",
+            "Z:I",
             "T",
             "D:marker",
             "C:SELECT 1"
