@@ -77,6 +77,8 @@ pub enum Msg {
     /// A FunctionCall of the function with this OID, no arguments, text
     /// result.
     Call(u32),
+    CopyData(&'static str),
+    CopyDone,
     Sync,
 }
 
@@ -94,6 +96,10 @@ pub async fn transcript(s: &mut TcpStream, msgs: &[Msg]) -> Vec<String> {
             Msg::Execute => encode::execute(&mut out, "", 0),
             Msg::Flush => encode::frame(&mut out, b'H', |_| {}),
             Msg::Query(sql) => encode::query(&mut out, sql),
+            Msg::CopyData(data) => encode::frame(&mut out, b'd', |b| {
+                b.extend_from_slice(data.as_bytes());
+            }),
+            Msg::CopyDone => encode::frame(&mut out, b'c', |_| {}),
             Msg::Call(oid) => encode::frame(&mut out, b'F', |b| {
                 b.extend_from_slice(&oid.to_be_bytes());
                 b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);

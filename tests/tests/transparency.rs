@@ -389,7 +389,10 @@ async fn simple_query_among_unsynced_extended_messages() {
     use pgshift_tests::raw::{transcript, Msg, Msg::*};
     let db = fresh_db("mixed_protocols");
     pgshift_tests::mark_sides(&db);
-    pgshift_tests::psql_both(&db, "CREATE TABLE t (n int); GRANT ALL ON t TO PUBLIC;");
+    pgshift_tests::psql_both(
+        &db,
+        "CREATE TABLE t (n int); CREATE TABLE u (n int); GRANT ALL ON t, u TO PUBLIC;",
+    );
     let rules = "rules:
   - name: whereami-reads
     match: { kind: [read], tables: [whereami] }
@@ -482,6 +485,30 @@ async fn simple_query_among_unsynced_extended_messages() {
                 Query("COMMIT"),
             ],
         ),
+        // Postgres ignores a Sync or Flush during COPY FROM STDIN.
+        (
+            "sync inside a simple COPY",
+            vec![
+                Query("COPY u FROM STDIN"),
+                Sync,
+                CopyData("1\n"),
+                Flush,
+                CopyDone,
+            ],
+        ),
+        (
+            "sync inside an extended COPY",
+            vec![
+                Parse("COPY u FROM STDIN"),
+                Bind,
+                Execute,
+                Sync,
+                CopyData("2\n"),
+                CopyDone,
+                Sync,
+            ],
+        ),
+        ("rows copied", vec![Query("SELECT count(*) FROM u")]),
     ];
     let old = &old_and_new().old;
     let direct = std::net::SocketAddr::from(([127, 0, 0, 1], old.port()));
@@ -493,27 +520,29 @@ async fn simple_query_among_unsynced_extended_messages() {
             .await
             .unwrap_or_else(|_| panic!("{name}: no answer through the proxy"));
         assert_eq!(got, want, "{name}");
+        // Every answer is accounted for: the session moves to NEW for a
+        // read of whereami (which waits for everything owed on OLD), and
+        // back to OLD for the next exchange.
+        let moved = tokio::time::timeout(
+            Duration::from_secs(10),
+            transcript(&mut p, &[Query("SELECT side FROM whereami")]),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{name}: the session did not move to NEW"));
+        assert_eq!(
+            moved,
+            [
+                "T",
+                "D:new",
+                "C:SELECT 1",
+                "Z:I",
+                "T",
+                "D:marker",
+                "C:SELECT 1"
+            ],
+            "{name}"
+        );
     }
-    // Every answer is accounted for: the session moves to NEW for a read
-    // of whereami (which waits for everything owed on OLD) and back.
-    let got = tokio::time::timeout(
-        Duration::from_secs(20),
-        transcript(&mut p, &[Query("SELECT side FROM whereami")]),
-    )
-    .await
-    .expect("the session moved to NEW");
-    assert_eq!(
-        got,
-        [
-            "T",
-            "D:new",
-            "C:SELECT 1",
-            "Z:I",
-            "T",
-            "D:marker",
-            "C:SELECT 1"
-        ]
-    );
     let c = proxy.client().await;
     assert_eq!(scalar_i64(&c, "SELECT count(*) FROM t").await, 0);
 }

@@ -648,6 +648,15 @@ impl<'a> Requests<'a> {
     }
 
     async fn on_sync_or_flush(&mut self, frame: Frame) -> Result<(), RelayError> {
+        if self.copy_in.is_some() {
+            // Postgres ignores both until the COPY's data is done.
+            let b = match self.batch {
+                Batch::Open(b) => b,
+                _ => self.current,
+            };
+            self.send(b, &frame);
+            return Ok(());
+        }
         if frame.tag() == tag::FLUSH && matches!(self.batch, Batch::Idle) {
             // Nothing unsynced is outstanding, and Postgres answers a Flush
             // with no ReadyForQuery: opening a batch here would expect one,
@@ -684,9 +693,6 @@ impl<'a> Requests<'a> {
             _ => self.open_unrouted().await?,
         };
         self.send(b, &frame);
-        if self.copy_in.is_some() {
-            return Ok(());
-        }
         self.batch = if frame.tag() == tag::SYNC {
             self.end_batch_mirror(None, None).await?;
             Batch::Idle
