@@ -947,13 +947,42 @@ async fn a_query_among_unsynced_extended_messages_is_mirrored_as_run() {
         ],
     )
     .await;
+    // NEW refuses the insert, and so skips the COMMIT after it: the
+    // mirror's transaction must end all the same, for what follows.
+    transcript(
+        &mut s,
+        &[
+            Query("BEGIN"),
+            Parse("INSERT INTO t VALUES (101)"),
+            Bind,
+            Execute,
+            Query("COMMIT"),
+            Sync,
+            Query("INSERT INTO t VALUES (9)"),
+        ],
+    )
+    .await;
+    // A BEGIN after an insert, before the Sync, makes the insert part of
+    // the transaction it opens; ROLLBACK undoes both sides.
+    transcript(
+        &mut s,
+        &[
+            Parse("INSERT INTO t VALUES (10)"),
+            Bind,
+            Execute,
+            Query("BEGIN"),
+            Sync,
+            Query("ROLLBACK"),
+        ],
+    )
+    .await;
     proxy.mirrors_drained().await;
     let rows = "SELECT string_agg(id::text, ',' ORDER BY id) FROM t";
-    assert_eq!(one(&url_old(&db), rows).await, "1,2,4,6,7,8,100");
-    assert_eq!(one(&url_new(&db), rows).await, "1,2,6,7,8");
+    assert_eq!(one(&url_old(&db), rows).await, "1,2,4,6,7,8,9,100,101");
+    assert_eq!(one(&url_new(&db), rows).await, "1,2,6,7,8,9");
     let counters = proxy.mirror_counters(BackendId::New);
-    // The batch whose insert NEW refused is the one difference.
-    assert_eq!(counters.mismatched, 1, "{counters:?}");
+    // The batches whose insert NEW refused are the differences.
+    assert_eq!(counters.mismatched, 2, "{counters:?}");
     assert_eq!(counters.dropped, 0, "{counters:?}");
     assert_eq!(counters.queue_depth, 0, "{counters:?}");
     assert!(counters.compared >= 5, "{counters:?}");

@@ -508,6 +508,39 @@ async fn simple_query_among_unsynced_extended_messages() {
                 Sync,
             ],
         ),
+        // A COPY that fails before it begins takes no data: what follows
+        // is not the COPY's.
+        (
+            "simple COPY of a missing table, then a Sync",
+            vec![Query("COPY nosuch FROM STDIN"), Sync],
+        ),
+        (
+            "simple COPY of a missing table, then extended messages",
+            vec![
+                Query("COPY nosuch FROM STDIN"),
+                Parse("SELECT 1"),
+                Bind,
+                Execute,
+                Sync,
+            ],
+        ),
+        (
+            "extended COPY of a missing table, then more",
+            vec![
+                Parse("COPY nosuch FROM STDIN"),
+                Bind,
+                Execute,
+                Sync,
+                Parse("SELECT 1"),
+                Bind,
+                Execute,
+                Sync,
+            ],
+        ),
+        (
+            "bad COPY data",
+            vec![Query("COPY u FROM STDIN"), CopyData("x\n"), CopyDone, Sync],
+        ),
         ("rows copied", vec![Query("SELECT count(*) FROM u")]),
     ];
     let old = &old_and_new().old;

@@ -125,6 +125,9 @@ struct Answer {
     /// The primary's run of the statement was cancelled: so may the
     /// mirror's be, and that is no mirror failure.
     primary_cancelled: bool,
+    /// A Query after extended-protocol messages was skipped, since one of
+    /// them failed (see [`StatementJob::run_after`]).
+    skipped_run: bool,
 }
 
 /// Lets [`receive`] cancel the statement it awaits when the primary's run
@@ -388,11 +391,14 @@ async fn process(
         Some(rx) => waits.primary.wait(rx).await.ok().and_then(Result::ok),
         None => None,
     };
+    // Whether the batch itself went out (rather than a ROLLBACK for it).
+    let mut ran = true;
     if matches!(sent, Sent::No) {
         if outcome.as_ref().is_some_and(PrimaryOutcome::committed) {
             send(c, &item.bytes).await?;
         } else {
             send(c, &rollback_query()).await?;
+            ran = false;
         }
     }
     // A statement the primary gave up on is no comparison of the backends:
@@ -426,7 +432,14 @@ async fn process(
         backend,
         shared,
     });
-    let answer = receive(c, answers, digest.as_mut(), watch, job.run_after).await?;
+    let run_after = job.run_after.filter(|_| ran);
+    let answer = receive(c, answers, digest.as_mut(), watch, run_after).await?;
+    if answer.skipped_run && job.ends_transaction {
+        // The skipped Query was to end the transaction, which the Sync
+        // left open (and failed): end it, as the primary's did end.
+        send(c, &rollback_query()).await?;
+        receive(c, 1, None, None, None).await?;
+    }
     if own_transaction {
         let commit =
             answer.error.is_none() && outcome.as_ref().is_some_and(|o| o.sqlstate.is_none());
@@ -627,6 +640,7 @@ async fn receive(
                 // The Query is skipped, and with it its ReadyForQuery: the
                 // Sync's stands in.
                 run_after = None;
+                answer.skipped_run = true;
                 let mut sync = BytesMut::new();
                 encode::sync(&mut sync);
                 send(c, &sync).await?;

@@ -131,10 +131,9 @@ impl Expectations {
 
     /// The response side's account of entry `number`'s answer so far.
     /// Cheap when nobody waits: one store and one load.
-    pub fn publish(&self, number: u64, c: Completions) {
-        self.progress
-            .store(Progress::pack(number, c), Ordering::SeqCst);
-        // Paired with `wait_settled`: storing `watching` there and then
+    pub fn publish(&self, number: u64, p: Progress) {
+        self.progress.store(p.pack(number), Ordering::SeqCst);
+        // Paired with `wait_progress`: storing `watching` there and then
         // loading `progress`, against storing `progress` here and then
         // loading `watching`, one side always sees the other.
         if self.watching.load(Ordering::SeqCst) {
@@ -142,25 +141,34 @@ impl Expectations {
         }
     }
 
-    /// Waits until entry `number`'s answer holds all `expected`
-    /// completions or a failure, and says which. The entry must be a
-    /// Relay whose messages up to here the backend will answer without a
-    /// Sync (the caller sent a Flush).
-    pub async fn wait_settled(&self, number: u64, expected: u32) -> Completions {
+    /// Waits until entry `number`'s answer satisfies `done`, or is
+    /// complete (`None`: a later entry's answer is being relayed). The
+    /// backend must owe that answer without further requests (the caller
+    /// flushed what it sent, with a Flush where Postgres would hold it).
+    pub async fn wait_progress(
+        &self,
+        number: u64,
+        done: impl Fn(&Progress) -> bool,
+    ) -> Option<Progress> {
         self.watching.store(true, Ordering::SeqCst);
-        let c = loop {
+        let seen = loop {
             let popped = self.popped.notified();
             tokio::pin!(popped);
             popped.as_mut().enable();
-            if let Some(c) = Progress::unpack(self.progress.load(Ordering::SeqCst), number) {
-                if c.settled(expected) {
-                    break c;
-                }
+            let (at, p) = Progress::unpack(self.progress.load(Ordering::SeqCst));
+            // Entry numbers compared in their low 32 bits, as published:
+            // the two sides are never 2^31 entries apart.
+            let ahead = at.wrapping_sub(number as u32) as i32;
+            if ahead > 0 {
+                break None;
+            }
+            if ahead == 0 && (p.ended || done(&p)) {
+                break Some(p);
             }
             popped.await;
         };
         self.watching.store(false, Ordering::SeqCst);
-        c
+        seen
     }
 
     pub async fn wait_pushed(&self) {
@@ -218,22 +226,73 @@ impl Expectations {
     }
 }
 
-/// Entry number (its low 32 bits: the entry waited for is never 2^32
-/// entries ahead of the one relayed), a failure bit, and the completions.
-struct Progress;
+/// How a relayed answer stands, as far as the request side needs to know
+/// it: which of its extended-protocol requests are answered, and whether
+/// the backend is in COPY FROM STDIN.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub completions: Completions,
+    pub copy: CopyPhase,
+    /// Its ReadyForQuery came.
+    pub ended: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CopyPhase {
+    #[default]
+    NotYet,
+    /// CopyInResponse came: the backend takes COPY data, and ignores Sync
+    /// and Flush, until CopyDone or CopyFail.
+    In,
+    /// The COPY is over: its CommandComplete or ErrorResponse came.
+    Over,
+}
 
 impl Progress {
-    fn pack(number: u64, c: Completions) -> u64 {
-        ((number & 0xffff_ffff) << 32)
-            | (u64::from(c.failed) << 31)
-            | u64::from(c.completed.min(0x7fff_ffff))
+    /// Feeds one backend message of the answer.
+    pub fn observe(&mut self, backend_tag: u8) {
+        use pgshift_protocol::backend::tag;
+        self.completions.observe(backend_tag, u32::MAX);
+        match (backend_tag, self.copy) {
+            (tag::COPY_IN_RESPONSE, _) => self.copy = CopyPhase::In,
+            (tag::COMMAND_COMPLETE | tag::ERROR_RESPONSE, CopyPhase::In) => {
+                self.copy = CopyPhase::Over
+            }
+            (tag::READY_FOR_QUERY, _) => self.ended = true,
+            _ => {}
+        }
     }
 
-    fn unpack(p: u64, number: u64) -> Option<Completions> {
-        (p >> 32 == number & 0xffff_ffff).then_some(Completions {
-            completed: (p & 0x7fff_ffff) as u32,
-            failed: p & (1 << 31) != 0,
-        })
+    /// The entry's number in the high 32 bits, then `ended`, `failed`, the
+    /// copy phase (2 bits) and the completions (28 bits, saturating).
+    fn pack(self, number: u64) -> u64 {
+        let copy = match self.copy {
+            CopyPhase::NotYet => 0,
+            CopyPhase::In => 1,
+            CopyPhase::Over => 2,
+        };
+        ((number & 0xffff_ffff) << 32)
+            | (u64::from(self.ended) << 31)
+            | (u64::from(self.completions.failed) << 30)
+            | (copy << 28)
+            | u64::from(self.completions.completed.min(0x0fff_ffff))
+    }
+
+    fn unpack(p: u64) -> (u32, Progress) {
+        let copy = match (p >> 28) & 3 {
+            1 => CopyPhase::In,
+            2 => CopyPhase::Over,
+            _ => CopyPhase::NotYet,
+        };
+        let progress = Progress {
+            completions: Completions {
+                completed: (p & 0x0fff_ffff) as u32,
+                failed: p & (1 << 30) != 0,
+            },
+            copy,
+            ended: p & (1 << 31) != 0,
+        };
+        ((p >> 32) as u32, progress)
     }
 }
 
@@ -241,4 +300,48 @@ pub enum Head {
     Relay(BackendId, Option<Box<Observer>>),
     Swallow(BackendId, &'static str),
     Owned(Expect),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_packs_and_unpacks() {
+        let mut p = Progress::default();
+        for t in *b"12GdC" {
+            p.observe(t);
+        }
+        assert_eq!(p.copy, CopyPhase::Over);
+        assert_eq!(p.completions.completed, 3);
+        let (n, q) = Progress::unpack(p.pack((1 << 32) + 7));
+        assert_eq!((n, q), (7, p));
+        p.observe(b'E');
+        p.observe(b'Z');
+        assert_eq!(Progress::unpack(p.pack(9)), (9, p));
+        assert!(p.ended && p.completions.failed);
+    }
+
+    #[test]
+    fn a_copy_is_in_from_copy_in_response_to_its_end() {
+        let mut p = Progress::default();
+        p.observe(b'C'); // an earlier statement of the same Query
+        assert_eq!(p.copy, CopyPhase::NotYet);
+        p.observe(b'G');
+        assert_eq!(p.copy, CopyPhase::In);
+        p.observe(b'E');
+        assert_eq!(p.copy, CopyPhase::Over);
+    }
+
+    #[tokio::test]
+    async fn waiting_sees_progress_and_later_entries() {
+        let e = Expectations::default();
+        let mut p = Progress::default();
+        p.observe(b'1');
+        e.publish(4, p);
+        let seen = e.wait_progress(4, |p| p.completions.completed >= 1).await;
+        assert_eq!(seen, Some(p));
+        e.publish(5, Progress::default());
+        assert_eq!(e.wait_progress(4, |_| false).await, None);
+    }
 }

@@ -8,13 +8,12 @@
 
 use bytes::{Buf, BytesMut};
 use pgshift_protocol::backend::{self, tag, ErrorFields};
-use pgshift_protocol::extended::Completions;
 use pgshift_protocol::scan::{Step, StreamScanner};
 use pgshift_protocol::HEADER_LEN;
 use pgshift_rules::config::BackendId;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::expect::{Expect, Expectations, Head};
+use super::expect::{Expect, Expectations, Head, Progress};
 use super::observe::Observer;
 use super::relay::{End, RelayError};
 use crate::bounded::Bound;
@@ -122,7 +121,7 @@ impl<'a> Responses<'a> {
             .set_streaming(!observer.as_ref().is_some_and(|o| o.needs_rows()));
         // Counted for every relayed answer, since the request side learns
         // only later whether it needs to know (a Query before the Sync).
-        let mut completions = Completions::default();
+        let mut progress = Progress::default();
         loop {
             let mut at = 0;
             let mut rfq_at = 0;
@@ -138,7 +137,7 @@ impl<'a> Responses<'a> {
                         if let Some(o) = observer.as_mut() {
                             o.frame(h.tag, body);
                         }
-                        completions.observe(h.tag, u32::MAX);
+                        progress.observe(h.tag);
                         match h.tag {
                             tag::READY_FOR_QUERY => {
                                 ready = Some(
@@ -210,7 +209,7 @@ impl<'a> Responses<'a> {
             }
             r.buf.advance(at);
             if swallow.is_none() {
-                self.exp.publish(self.entry, completions);
+                self.exp.publish(self.entry, progress);
             }
             if let Some(status) = ready {
                 if let Some(o) = observer.take() {

@@ -64,9 +64,25 @@ pub(super) struct BatchMirror {
 
 impl BatchMirror {
     /// The next message is a Query or FunctionCall ending the batch (see
-    /// [`Requests::ends_open_batch`]).
-    pub(super) fn run_follows(&mut self) {
+    /// [`Requests::ends_open_batch`]), whose statements are `class`. A
+    /// COMMIT there ends the transaction; transaction control of any kind
+    /// means the batch is not the mirror's to wrap.
+    pub(super) fn run_follows(&mut self, class: Option<&Classification>) {
         self.run_after = Some(self.requests);
+        if let Some(class) = class {
+            self.ends_transaction |= ends_transaction(class);
+            let control = class.statements.iter().any(|s| s.txn.is_some());
+            self.no_txn_control &= !control;
+            self.wrap &= !control;
+        }
+    }
+
+    /// The COPY the batch started is over on the primary without the
+    /// client's CopyDone (it failed, or never began): on the mirror too.
+    pub(super) fn copy_failed(&mut self) {
+        encode::frame(&mut self.bytes, tag::COPY_FAIL, |b| {
+            b.extend_from_slice(b"COPY failed on the primary\0");
+        });
     }
 
     pub(super) fn add(&mut self, frame: &Frame) {

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 mod mirroring;
 
-use super::expect::{Expect, Expectations};
+use super::expect::{CopyPhase, Expect, Expectations};
 use super::observe::Observer;
 use super::relay::{End, RelayError};
 use super::responses::reserve_for_read;
@@ -188,6 +188,14 @@ impl<'a> Requests<'a> {
     }
 
     async fn on_message(&mut self, frame: Frame) -> Result<(), RelayError> {
+        if self.copy_in.is_some()
+            && !matches!(
+                frame.tag(),
+                tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL
+            )
+        {
+            self.settle_copy().await?;
+        }
         match frame.tag() {
             tag::QUERY => self.on_query(frame).await,
             tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE => {
@@ -201,10 +209,11 @@ impl<'a> Requests<'a> {
                     self.open_unrouted().await?;
                 }
                 if let Batch::Open(b) = self.batch {
-                    if self.ends_open_batch(b, &frame).await? {
-                        self.end_batch_mirror(None, None).await?;
+                    match self.ends_open_batch(b, &frame, None).await? {
+                        InBatch::Joined => return self.end_batch_mirror(None, None).await,
+                        InBatch::Skipped => return Ok(()),
+                        InBatch::Fresh => {}
                     }
-                    return Ok(());
                 }
                 let b = self.open_unrouted_idle().await?;
                 self.send(b, &frame);
@@ -262,13 +271,16 @@ impl<'a> Requests<'a> {
             }
         }
         if let Batch::Open(b) = self.batch {
-            if self.ends_open_batch(b, &frame).await? {
-                if let (Some(class), Some(sql)) = (&class, &sql) {
-                    self.state.ran(sql, class, link_slot(b));
+            match self.ends_open_batch(b, &frame, class.as_deref()).await? {
+                InBatch::Joined => {
+                    if let (Some(class), Some(sql)) = (&class, &sql) {
+                        self.state.ran(sql, class, link_slot(b));
+                    }
+                    return self.after_query(class, sql, self.open_entry).await;
                 }
-                self.after_query(class, sql).await?;
+                InBatch::Skipped => return Ok(()),
+                InBatch::Fresh => {}
             }
-            return Ok(());
         }
         let b = match (&self.batch, &class, &sql) {
             (_, Some(class), Some(sql)) => {
@@ -285,11 +297,11 @@ impl<'a> Requests<'a> {
         };
         let observer = self.plan_batch(b, class.as_ref(), sql.as_ref(), false);
         self.send(b, &frame);
-        self.exp.push(Expect::Relay(b, observer));
+        let entry = self.exp.push(Expect::Relay(b, observer));
         if let (Some(class), Some(sql)) = (&class, &sql) {
             self.state.ran(sql, class, link_slot(b));
         }
-        self.after_query(class, sql).await
+        self.after_query(class, sql, entry).await
     }
 
     /// A Query sent: COPY ... FROM STDIN has its data follow, and the
@@ -299,12 +311,14 @@ impl<'a> Requests<'a> {
         &mut self,
         class: Option<Arc<Classification>>,
         sql: Option<Arc<str>>,
+        entry: u64,
     ) -> Result<(), RelayError> {
         if is_copy_in(class.as_deref(), sql.as_deref()) {
             self.copy_in = Some(CopyIn {
                 simple: true,
                 class,
                 sql,
+                entry,
             });
             Ok(())
         } else {
@@ -320,28 +334,75 @@ impl<'a> Requests<'a> {
     /// up to the Sync, which the batch's answer ends with instead. Which
     /// of the two is known once the messages' answers are in, so this
     /// waits for them. Returns whether `frame` ended the batch.
-    async fn ends_open_batch(&mut self, b: BackendId, frame: &Frame) -> Result<bool, RelayError> {
+    async fn ends_open_batch(
+        &mut self,
+        b: BackendId,
+        frame: &Frame,
+        class: Option<&Classification>,
+    ) -> Result<InBatch, RelayError> {
         // Inside a COPY, Postgres takes it for bad COPY data and fails.
-        let failed = self.copy_in.is_some() || {
+        let seen = if self.copy_in.is_some() {
+            None
+        } else {
             encode::frame(&mut self.out[b.index()], tag::FLUSH, |_| {});
             self.flush().await?;
-            self.exp
-                .wait_settled(self.open_entry, self.open_requests)
-                .await
-                .failed
+            let requests = self.open_requests;
+            let seen = self
+                .exp
+                .wait_progress(self.open_entry, |p| p.completions.settled(requests))
+                .await;
+            if seen.is_none_or(|p| p.ended) {
+                // The batch's answer is complete after all: this is a
+                // request of its own.
+                self.batch = Batch::Idle;
+                return Ok(InBatch::Fresh);
+            }
+            seen
         };
-        if failed {
+        if seen.is_none_or(|p| p.completions.failed) {
             // Sent all the same, as the client did, but not to the mirror:
             // it did not run.
             self.out[b.index()].extend_from_slice(frame.as_bytes());
-            return Ok(false);
+            return Ok(InBatch::Skipped);
         }
         if let Some(m) = &mut self.batch_mirror {
-            m.run_follows();
+            m.run_follows(class);
         }
         self.send(b, frame);
         self.batch = Batch::Idle;
-        Ok(true)
+        Ok(InBatch::Joined)
+    }
+
+    /// Whether the COPY FROM STDIN the client started still takes data.
+    /// One that failed before it began (no such table, say) never does:
+    /// the client sends no data, and a Sync is then a Sync. Once the COPY
+    /// is known to be over, the mirror's copy of it ends with a CopyFail,
+    /// which ends a COPY the mirror did begin and is ignored otherwise.
+    async fn settle_copy(&mut self) -> Result<(), RelayError> {
+        let Some(entry) = self.copy_in.as_ref().map(|c| c.entry) else {
+            return Ok(());
+        };
+        self.flush().await?;
+        let seen = self
+            .exp
+            .wait_progress(entry, |p| {
+                p.copy != CopyPhase::NotYet || p.completions.failed
+            })
+            .await;
+        if seen.is_some_and(|p| p.copy == CopyPhase::In) {
+            return Ok(());
+        }
+        let Some(copy) = self.copy_in.take() else {
+            return Ok(());
+        };
+        if let Some(m) = &mut self.batch_mirror {
+            m.copy_failed();
+        }
+        if copy.simple {
+            self.end_batch_mirror(copy.class.as_deref(), copy.sql.as_deref())
+                .await?;
+        }
+        Ok(())
     }
 
     /// A lone BEGIN outside a transaction is answered here and sent later
@@ -618,6 +679,7 @@ impl<'a> Requests<'a> {
                     simple: false,
                     class: None,
                     sql: None,
+                    entry: self.open_entry,
                 });
             }
             tag::BIND => {
@@ -973,6 +1035,18 @@ struct CopyIn {
     simple: bool,
     class: Option<Arc<Classification>>,
     sql: Option<Arc<str>>,
+    /// The answer the COPY's is part of.
+    entry: u64,
+}
+
+/// What a Query or FunctionCall inside an unsynced batch turned out to be.
+enum InBatch {
+    /// It runs, ending the batch.
+    Joined,
+    /// Postgres skips it: the batch goes on to its Sync.
+    Skipped,
+    /// The batch's answer was complete already: a request of its own.
+    Fresh,
 }
 
 pub(super) fn is_copy_in(class: Option<&Classification>, sql: Option<&str>) -> bool {
