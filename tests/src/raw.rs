@@ -80,40 +80,47 @@ pub enum Msg {
     CopyData(&'static str),
     CopyDone,
     Sync,
+    /// Not a message: wait for a message with this tag before sending on.
+    Await(u8),
 }
 
 /// Sends `msgs`, then a marker Query, and returns what came back up to the
 /// marker's ReadyForQuery: each message's tag, with CommandComplete's tag,
 /// ErrorResponse's SQLSTATE, a DataRow's (single) value and
 /// ReadyForQuery's transaction status; notices and parameter changes left
-/// out.
+/// out. At [`Msg::Await`] it stops sending until a message with that tag
+/// has come.
 pub async fn transcript(s: &mut TcpStream, msgs: &[Msg]) -> Vec<String> {
-    let mut out = BytesMut::new();
-    for m in msgs {
-        match m {
-            Msg::Parse(sql) => encode::parse(&mut out, "", sql, &[]),
-            Msg::Bind => encode::bind(&mut out, "", "", &[], &[]),
-            Msg::Execute => encode::execute(&mut out, "", 0),
-            Msg::Flush => encode::frame(&mut out, b'H', |_| {}),
-            Msg::Query(sql) => encode::query(&mut out, sql),
-            Msg::CopyData(data) => encode::frame(&mut out, b'd', |b| {
-                b.extend_from_slice(data.as_bytes());
-            }),
-            Msg::CopyDone => encode::frame(&mut out, b'c', |_| {}),
-            Msg::Call(oid) => encode::frame(&mut out, b'F', |b| {
-                b.extend_from_slice(&oid.to_be_bytes());
-                b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-            }),
-            Msg::Sync => encode::sync(&mut out),
-        }
-    }
-    encode::query(&mut out, "SELECT 'marker'");
-    s.write_all(&out).await.unwrap();
     let mut buf = BytesMut::new();
     let mut seen = Vec::new();
+    for chunk in msgs.split_inclusive(|m| matches!(m, Msg::Await(_))) {
+        let mut out = BytesMut::new();
+        for m in chunk {
+            encode_msg(&mut out, m);
+        }
+        s.write_all(&out).await.unwrap();
+        if let Some(Msg::Await(tag)) = chunk.last() {
+            read_until(s, &mut buf, &mut seen, Some(*tag)).await;
+        }
+    }
+    let mut out = BytesMut::new();
+    encode::query(&mut out, "SELECT 'marker'");
+    s.write_all(&out).await.unwrap();
+    read_until(s, &mut buf, &mut seen, None).await;
+    seen
+}
+
+/// Reads and records (see [`transcript`]) up to a message tagged `until`,
+/// or with `None`, up to the marker's ReadyForQuery (not recorded).
+async fn read_until(
+    s: &mut TcpStream,
+    buf: &mut BytesMut,
+    seen: &mut Vec<String>,
+    until: Option<u8>,
+) {
     let mut marker = false;
     loop {
-        let f = read_frame(s, &mut buf).await;
+        let f = read_frame(s, buf).await;
         let body = f.body();
         match f.tag() {
             b'N' | b'S' => continue,
@@ -133,9 +140,32 @@ pub async fn transcript(s: &mut TcpStream, msgs: &[Msg]) -> Vec<String> {
                 marker |= value == "marker";
                 seen.push(format!("D:{value}"));
             }
-            b'Z' if marker => return seen,
+            b'Z' if marker && until.is_none() => return,
             b'Z' => seen.push(format!("Z:{}", body.first().map_or('?', |&c| c as char))),
             t => seen.push((t as char).to_string()),
         }
+        if until == Some(f.tag()) {
+            return;
+        }
+    }
+}
+
+fn encode_msg(out: &mut BytesMut, m: &Msg) {
+    match m {
+        Msg::Parse(sql) => encode::parse(out, "", sql, &[]),
+        Msg::Bind => encode::bind(out, "", "", &[], &[]),
+        Msg::Execute => encode::execute(out, "", 0),
+        Msg::Flush => encode::frame(out, b'H', |_| {}),
+        Msg::Query(sql) => encode::query(out, sql),
+        Msg::CopyData(data) => encode::frame(out, b'd', |b| {
+            b.extend_from_slice(data.as_bytes());
+        }),
+        Msg::CopyDone => encode::frame(out, b'c', |_| {}),
+        Msg::Call(oid) => encode::frame(out, b'F', |b| {
+            b.extend_from_slice(&oid.to_be_bytes());
+            b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        }),
+        Msg::Sync => encode::sync(out),
+        Msg::Await(_) => {}
     }
 }

@@ -987,3 +987,61 @@ async fn a_query_among_unsynced_extended_messages_is_mirrored_as_run() {
     assert_eq!(counters.queue_depth, 0, "{counters:?}");
     assert!(counters.compared >= 5, "{counters:?}");
 }
+
+/// The same with plain dual writes (no comparison, so the mirror is not
+/// told the primary's outcome of ordinary statements): a COMMIT joined to
+/// unsynced extended messages still commits the transaction on NEW.
+#[tokio::test]
+async fn a_commit_among_unsynced_extended_messages_commits_on_the_mirror() {
+    use pgshift_tests::raw::{transcript, Msg::*};
+    let db = fresh_db("mirror_mixed_commit");
+    psql_both(&db, "CREATE TABLE t (id int); GRANT ALL ON t TO PUBLIC;");
+    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    let (mut s, _) = pgshift_tests::raw::login(proxy.addr, &db).await;
+    transcript(
+        &mut s,
+        &[
+            Query("BEGIN"),
+            Query("INSERT INTO t VALUES (1)"),
+            Parse("INSERT INTO t VALUES (2)"),
+            Bind,
+            Execute,
+            Query("COMMIT"),
+            Sync,
+        ],
+    )
+    .await;
+    proxy.mirrors_drained().await;
+    let rows = "SELECT string_agg(id::text, ',' ORDER BY id) FROM t";
+    assert_eq!(one(&url_old(&db), rows).await, "1,2");
+    assert_eq!(one(&url_new(&db), rows).await, "1,2");
+    let counters = proxy.mirror_counters(BackendId::New);
+    assert_eq!((counters.dropped, counters.errors), (0, 0), "{counters:?}");
+}
+
+/// In sync mode the client's ReadyForQuery waits for the mirror; a COPY
+/// that fails before it begins must still be answered at once.
+#[tokio::test]
+async fn sync_mode_answers_a_copy_that_never_began_at_once() {
+    use pgshift_tests::raw::{transcript, Msg::*};
+    let db = fresh_db("mirror_sync_copy");
+    let proxy = proxy_with(
+        &db,
+        "defaults: { primary: old, mirror: new }\nmirror: { mode: sync }\n",
+    )
+    .await;
+    let (mut s, _) = pgshift_tests::raw::login(proxy.addr, &db).await;
+    let started = Instant::now();
+    let got = tokio::time::timeout(
+        Duration::from_secs(10),
+        transcript(&mut s, &[Query("COPY nosuch FROM STDIN"), Await(b'Z')]),
+    )
+    .await
+    .expect("answered within 10 s");
+    assert_eq!(got, ["E:42P01", "Z:I", "T", "D:marker", "C:SELECT 1"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

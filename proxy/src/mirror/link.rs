@@ -84,6 +84,8 @@ pub struct StatementJob {
     /// of them fail here, Postgres skips it up to a Sync, which the mirror
     /// then sends to get the answer's end.
     pub run_after: Option<u32>,
+    /// That Query ends the transaction: skipped, the mirror ends it.
+    pub run_ends_transaction: bool,
     pub compare: Option<CompareJob>,
     pub primary_backend: BackendId,
     /// Sync mirroring: the client's answer waits for this.

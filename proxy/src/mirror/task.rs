@@ -434,7 +434,7 @@ async fn process(
     });
     let run_after = job.run_after.filter(|_| ran);
     let answer = receive(c, answers, digest.as_mut(), watch, run_after).await?;
-    if answer.skipped_run && job.ends_transaction {
+    if answer.skipped_run && (job.ends_transaction || job.run_ends_transaction) {
         // The skipped Query was to end the transaction, which the Sync
         // left open (and failed): end it, as the primary's did end.
         send(c, &rollback_query()).await?;

@@ -233,6 +233,9 @@ impl Expectations {
 pub struct Progress {
     pub completions: Completions,
     pub copy: CopyPhase,
+    /// CopyInResponses so far (saturating at [`Progress::MAX_COPIES`]):
+    /// which COPY `copy` is about.
+    pub copies: u8,
     /// Its ReadyForQuery came.
     pub ended: bool,
 }
@@ -249,12 +252,18 @@ pub enum CopyPhase {
 }
 
 impl Progress {
+    pub const MAX_COMPLETIONS: u32 = 0x00ff_ffff;
+    pub const MAX_COPIES: u8 = 15;
+
     /// Feeds one backend message of the answer.
     pub fn observe(&mut self, backend_tag: u8) {
         use pgshift_protocol::backend::tag;
         self.completions.observe(backend_tag, u32::MAX);
         match (backend_tag, self.copy) {
-            (tag::COPY_IN_RESPONSE, _) => self.copy = CopyPhase::In,
+            (tag::COPY_IN_RESPONSE, _) => {
+                self.copy = CopyPhase::In;
+                self.copies = (self.copies + 1).min(Self::MAX_COPIES);
+            }
             (tag::COMMAND_COMPLETE | tag::ERROR_RESPONSE, CopyPhase::In) => {
                 self.copy = CopyPhase::Over
             }
@@ -264,7 +273,8 @@ impl Progress {
     }
 
     /// The entry's number in the high 32 bits, then `ended`, `failed`, the
-    /// copy phase (2 bits) and the completions (28 bits, saturating).
+    /// copy phase (2 bits), `copies` (4 bits) and the completions (24
+    /// bits, saturating).
     fn pack(self, number: u64) -> u64 {
         let copy = match self.copy {
             CopyPhase::NotYet => 0,
@@ -275,7 +285,8 @@ impl Progress {
             | (u64::from(self.ended) << 31)
             | (u64::from(self.completions.failed) << 30)
             | (copy << 28)
-            | u64::from(self.completions.completed.min(0x0fff_ffff))
+            | (u64::from(self.copies.min(Self::MAX_COPIES)) << 24)
+            | u64::from(self.completions.completed.min(Self::MAX_COMPLETIONS))
     }
 
     fn unpack(p: u64) -> (u32, Progress) {
@@ -286,10 +297,11 @@ impl Progress {
         };
         let progress = Progress {
             completions: Completions {
-                completed: (p & 0x0fff_ffff) as u32,
+                completed: (p & u64::from(Self::MAX_COMPLETIONS)) as u32,
                 failed: p & (1 << 30) != 0,
             },
             copy,
+            copies: ((p >> 24) & 0xf) as u8,
             ended: p & (1 << 31) != 0,
         };
         ((p >> 32) as u32, progress)
@@ -309,11 +321,13 @@ mod tests {
     #[test]
     fn progress_packs_and_unpacks() {
         let mut p = Progress::default();
-        for t in *b"12GdC" {
+        for t in *b"12GdC2G" {
             p.observe(t);
         }
+        assert_eq!((p.copy, p.copies), (CopyPhase::In, 2));
+        p.observe(b'C');
         assert_eq!(p.copy, CopyPhase::Over);
-        assert_eq!(p.completions.completed, 3);
+        assert_eq!(p.completions.completed, 5);
         let (n, q) = Progress::unpack(p.pack((1 << 32) + 7));
         assert_eq!((n, q), (7, p));
         p.observe(b'E');

@@ -159,6 +159,11 @@ impl<'a> Responses<'a> {
                     Step::NeedMore => break,
                 }
             }
+            // Before any wait for the mirror: the request side may need to
+            // know how this went to let the mirror's copy go.
+            if swallow.is_none() {
+                self.exp.publish(self.entry, progress);
+            }
             let sync =
                 ready.is_some() && observer.as_ref().is_some_and(|o| o.mirror_done.is_some());
             if sync {
@@ -208,9 +213,6 @@ impl<'a> Responses<'a> {
                     .map_err(RelayError::ClientIo)?;
             }
             r.buf.advance(at);
-            if swallow.is_none() {
-                self.exp.publish(self.entry, progress);
-            }
             if let Some(status) = ready {
                 if let Some(o) = observer.take() {
                     o.finish();

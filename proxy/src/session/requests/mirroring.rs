@@ -53,6 +53,8 @@ pub(super) struct BatchMirror {
     /// A Query or FunctionCall follows this many of them before a Sync:
     /// one the mirror skips when one of those fails there.
     run_after: Option<u32>,
+    /// That Query ends the transaction.
+    run_ends_transaction: bool,
     done: Option<oneshot::Sender<crate::session::observe::MirrorResult>>,
     primary: Option<oneshot::Receiver<PrimaryOutcome>>,
     compare: Option<CompareJob>,
@@ -70,7 +72,12 @@ impl BatchMirror {
     pub(super) fn run_follows(&mut self, class: Option<&Classification>) {
         self.run_after = Some(self.requests);
         if let Some(class) = class {
-            self.ends_transaction |= ends_transaction(class);
+            self.run_ends_transaction = ends_transaction(class);
+            // Waiting for the primary's outcome before a COMMIT needs the
+            // outcome, which only a batch planned for it reports.
+            if self.primary.is_some() {
+                self.ends_transaction |= self.run_ends_transaction;
+            }
             let control = class.statements.iter().any(|s| s.txn.is_some());
             self.no_txn_control &= !control;
             self.wrap &= !control;
@@ -237,6 +244,7 @@ impl Requests<'_> {
             seq,
             requests: 0,
             run_after: None,
+            run_ends_transaction: false,
             done,
             primary,
             compare,
@@ -371,6 +379,7 @@ impl Requests<'_> {
                 wrap: batch.wrap && executes,
                 cancellable,
                 run_after: batch.run_after,
+                run_ends_transaction: batch.run_ends_transaction,
                 compare,
                 primary_backend: target.other(),
                 done: batch.done,

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 mod mirroring;
 
-use super::expect::{CopyPhase, Expect, Expectations};
+use super::expect::{CopyPhase, Expect, Expectations, Progress};
 use super::observe::Observer;
 use super::relay::{End, RelayError};
 use super::responses::reserve_for_read;
@@ -117,6 +117,8 @@ pub struct Requests<'a> {
     /// how many of the messages sent in it await a completion.
     open_entry: u64,
     open_requests: u32,
+    /// COPY FROM STDINs started in the answer numbered `.0`.
+    copies: (u64, u8),
 }
 
 impl<'a> Requests<'a> {
@@ -159,6 +161,7 @@ impl<'a> Requests<'a> {
             bound_copy_in: false,
             open_entry: 0,
             open_requests: 0,
+            copies: (u64::MAX, 0),
         }
     }
 
@@ -314,12 +317,24 @@ impl<'a> Requests<'a> {
         entry: u64,
     ) -> Result<(), RelayError> {
         if is_copy_in(class.as_deref(), sql.as_deref()) {
+            let ordinal = self.next_copy(entry);
             self.copy_in = Some(CopyIn {
                 simple: true,
                 class,
                 sql,
                 entry,
+                ordinal,
+                requests: u32::MAX,
             });
+            // A mirrored batch reaches its mirror when the COPY is over, and
+            // in sync mode the client's ReadyForQuery waits for the mirror:
+            // a COPY that fails before it begins must be known over now, or
+            // that wait would outlast the client's patience.
+            let synced = self.batch_mirror.is_some()
+                && self.loaded.config.mirror.mode == pgshift_rules::config::MirrorMode::Sync;
+            if synced {
+                self.settle_copy().await?;
+            }
             Ok(())
         } else {
             self.end_batch_mirror(class.as_deref(), sql.as_deref())
@@ -346,7 +361,7 @@ impl<'a> Requests<'a> {
         } else {
             encode::frame(&mut self.out[b.index()], tag::FLUSH, |_| {});
             self.flush().await?;
-            let requests = self.open_requests;
+            let requests = self.open_requests.min(Progress::MAX_COMPLETIONS);
             let seen = self
                 .exp
                 .wait_progress(self.open_entry, |p| p.completions.settled(requests))
@@ -379,17 +394,28 @@ impl<'a> Requests<'a> {
     /// is known to be over, the mirror's copy of it ends with a CopyFail,
     /// which ends a COPY the mirror did begin and is ignored otherwise.
     async fn settle_copy(&mut self) -> Result<(), RelayError> {
-        let Some(entry) = self.copy_in.as_ref().map(|c| c.entry) else {
+        let Some((entry, ordinal, requests)) = self
+            .copy_in
+            .as_ref()
+            .map(|c| (c.entry, c.ordinal, c.requests))
+        else {
             return Ok(());
         };
+        // Ignored inside a COPY; outside, it makes Postgres send what it
+        // holds (a statement taken for a COPY FROM STDIN that is not one).
+        let b = match self.batch {
+            Batch::Open(b) => b,
+            _ => self.current,
+        };
+        encode::frame(&mut self.out[b.index()], tag::FLUSH, |_| {});
         self.flush().await?;
         let seen = self
             .exp
             .wait_progress(entry, |p| {
-                p.copy != CopyPhase::NotYet || p.completions.failed
+                p.copies >= ordinal || p.completions.failed || p.completions.completed >= requests
             })
             .await;
-        if seen.is_some_and(|p| p.copy == CopyPhase::In) {
+        if seen.is_some_and(|p| p.copies == ordinal && p.copy == CopyPhase::In) {
             return Ok(());
         }
         let Some(copy) = self.copy_in.take() else {
@@ -675,11 +701,15 @@ impl<'a> Requests<'a> {
             // Executing a COPY ... FROM STDIN puts the backend in copy-in
             // mode, where it ignores Sync until the data is done.
             tag::EXECUTE if self.bound_copy_in => {
+                let ordinal = self.next_copy(self.open_entry);
                 self.copy_in = Some(CopyIn {
                     simple: false,
                     class: None,
                     sql: None,
                     entry: self.open_entry,
+                    ordinal,
+                    // This Execute, counted when it is sent.
+                    requests: (self.open_requests + 1).min(Progress::MAX_COMPLETIONS),
                 });
             }
             tag::BIND => {
@@ -781,6 +811,15 @@ impl<'a> Requests<'a> {
         let b = self.current;
         self.start_batch(b).await?;
         Ok(b)
+    }
+
+    /// The ordinal of a COPY starting in the answer numbered `entry`.
+    fn next_copy(&mut self, entry: u64) -> u8 {
+        if self.copies.0 != entry {
+            self.copies = (entry, 0);
+        }
+        self.copies.1 = (self.copies.1 + 1).min(Progress::MAX_COPIES);
+        self.copies.1
     }
 
     /// Queues the answer of an extended-protocol batch opening on `b`.
@@ -1037,6 +1076,12 @@ struct CopyIn {
     sql: Option<Arc<str>>,
     /// The answer the COPY's is part of.
     entry: u64,
+    /// Which COPY of that answer it is, counting from 1.
+    ordinal: u8,
+    /// Its Execute is the batch's request number this (from 1): once that
+    /// many are complete with no CopyInResponse, the statement was no
+    /// COPY FROM STDIN after all.
+    requests: u32,
 }
 
 /// What a Query or FunctionCall inside an unsynced batch turned out to be.
