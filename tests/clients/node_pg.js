@@ -1,21 +1,10 @@
 // node-postgres through pgshift. Usage: node node_pg.js postgres://...
 // (NODE_PATH must reach the `pg` package.) Prints "N passed, 0 failed".
 const { Client } = require('pg');
+const { check, assert, run } = require('./checks');
 
 const url = process.argv[2];
-let passed = 0;
-
-async function check(name, fn) {
-  await fn();
-  passed += 1;
-  console.log(`ok   ${name}`);
-}
-
-function assert(cond, what) {
-  if (!cond) throw new Error(`assertion failed: ${what}`);
-}
-
-(async () => {
+run(async () => {
   const c = new Client({ connectionString: url });
   await c.connect();
   await check('parameterized queries (extended protocol)', async () => {
@@ -52,8 +41,4 @@ function assert(cond, what) {
     await other.end();
   });
   await c.end();
-  console.log(`${passed} passed, 0 failed`);
-})().catch((e) => {
-  console.error(e);
-  process.exit(1);
 });

@@ -2,21 +2,10 @@
 // through pgshift. Usage: node postgres_js.js postgres://...
 // (NODE_PATH must reach the package.) Prints "N passed, 0 failed".
 const postgres = require('postgres');
+const { check, assert, run } = require('./checks');
 
 const url = process.argv[2];
-let passed = 0;
-
-async function check(name, fn) {
-  await fn();
-  passed += 1;
-  console.log(`ok   ${name}`);
-}
-
-function assert(cond, what) {
-  if (!cond) throw new Error(`assertion failed: ${what}`);
-}
-
-(async () => {
+run(async () => {
   // One connection, so that concurrent queries are pipelined on it.
   const sql = postgres(url, { max: 1, onnotice: () => {} });
   await check('parameters, named prepared statements', async () => {
@@ -106,8 +95,4 @@ function assert(cond, what) {
     assert(p === 'hi', JSON.stringify(p));
   });
   await sql.end();
-  console.log(`${passed} passed, 0 failed`);
-})().catch((e) => {
-  console.error(e);
-  process.exit(1);
 });
