@@ -348,14 +348,15 @@ impl<'a> Requests<'a> {
     /// one of them failed, and then Postgres skips it and everything else
     /// up to the Sync, which the batch's answer ends with instead. Which
     /// of the two is known once the messages' answers are in, so this
-    /// waits for them. Returns whether `frame` ended the batch.
+    /// waits for them.
     async fn ends_open_batch(
         &mut self,
         b: BackendId,
         frame: &Frame,
         class: Option<&Classification>,
     ) -> Result<InBatch, RelayError> {
-        // Inside a COPY, Postgres takes it for bad COPY data and fails.
+        // Inside a COPY, Postgres takes it for bad COPY data and ends the
+        // connection.
         let seen = if self.copy_in.is_some() {
             None
         } else {
