@@ -42,8 +42,13 @@ async fn one(url: &str, sql: &str) -> String {
         .unwrap_or_default()
 }
 
+/// `sql`'s first value on OLD and on NEW.
+async fn on_both(db: &str, sql: &str) -> [String; 2] {
+    [one(&url_old(db), sql).await, one(&url_new(db), sql).await]
+}
+
 async fn same_on_both(db: &str, sql: &str) {
-    let (o, n) = (one(&url_old(db), sql).await, one(&url_new(db), sql).await);
+    let [o, n] = on_both(db, sql).await;
     assert_eq!(o, n, "{sql} differs: old {o} new {n}");
 }
 
@@ -172,8 +177,7 @@ async fn an_autocommit_write_the_primary_failed_leaves_no_trace_on_the_mirror() 
     proxy.mirrors_drained().await;
 
     let rows = "SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM t";
-    assert_eq!(one(&url_old(&db), rows).await, "0:0,4:14");
-    assert_eq!(one(&url_new(&db), rows).await, "0:0,4:14");
+    assert_eq!(on_both(&db, rows).await, ["0:0,4:14", "0:0,4:14"]);
     let counters = proxy.mirror_counters(BackendId::New);
     assert_eq!(
         (counters.errors, counters.dropped),
@@ -269,8 +273,7 @@ async fn a_cancelled_statement_is_cancelled_on_the_mirror_too() {
     }
     proxy.mirrors_drained().await;
     let rows = "SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM t";
-    assert_eq!(one(&url_old(&db), rows).await, "1:1,2:2");
-    assert_eq!(one(&url_new(&db), rows).await, "1:1,2:2");
+    assert_eq!(on_both(&db, rows).await, ["1:1,2:2", "1:1,2:2"]);
     let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND state = 'active' AND pid <> pg_backend_pid()";
     assert_eq!(one(&url_new(&db), sleeping).await, "0");
     let counters = proxy.mirror_counters(BackendId::New);
@@ -828,8 +831,7 @@ async fn a_lone_flush_expects_no_answer() {
 
     proxy.mirrors_drained().await;
     let rows = "SELECT string_agg(id::text, ',' ORDER BY id) FROM t";
-    assert_eq!(one(&url_old(&db), rows).await, "1,2");
-    assert_eq!(one(&url_new(&db), rows).await, "1,2");
+    assert_eq!(on_both(&db, rows).await, ["1,2", "1,2"]);
     let counters = proxy.mirror_counters(BackendId::New);
     assert_eq!((counters.errors, counters.dropped), (0, 0), "{counters:?}");
 }
@@ -978,8 +980,10 @@ async fn a_query_among_unsynced_extended_messages_is_mirrored_as_run() {
     .await;
     proxy.mirrors_drained().await;
     let rows = "SELECT string_agg(id::text, ',' ORDER BY id) FROM t";
-    assert_eq!(one(&url_old(&db), rows).await, "1,2,4,6,7,8,9,100,101");
-    assert_eq!(one(&url_new(&db), rows).await, "1,2,6,7,8,9");
+    assert_eq!(
+        on_both(&db, rows).await,
+        ["1,2,4,6,7,8,9,100,101", "1,2,6,7,8,9"]
+    );
     let counters = proxy.mirror_counters(BackendId::New);
     // The batches whose insert NEW refused are the differences.
     assert_eq!(counters.mismatched, 2, "{counters:?}");
@@ -1013,8 +1017,7 @@ async fn a_commit_among_unsynced_extended_messages_commits_on_the_mirror() {
     .await;
     proxy.mirrors_drained().await;
     let rows = "SELECT string_agg(id::text, ',' ORDER BY id) FROM t";
-    assert_eq!(one(&url_old(&db), rows).await, "1,2");
-    assert_eq!(one(&url_new(&db), rows).await, "1,2");
+    assert_eq!(on_both(&db, rows).await, ["1,2", "1,2"]);
     let counters = proxy.mirror_counters(BackendId::New);
     assert_eq!((counters.dropped, counters.errors), (0, 0), "{counters:?}");
 }
