@@ -515,3 +515,44 @@ fn wrappable_writes() {
         assert!(!cl.classify(sql).wrappable_write(), "{sql}");
     }
 }
+
+#[test]
+fn copy_from_stdin_is_told_from_the_statement() {
+    let cl = classifier();
+    for (sql, copies) in [
+        ("COPY t FROM STDIN", 1),
+        ("copy t from  \t stdin", 1),
+        ("COPY t /* a */ FROM -- b\n STDIN", 1),
+        (
+            "COPY s.t (a, b) FROM STDIN WITH (FORMAT csv) WHERE a > 0",
+            1,
+        ),
+        ("COPY t FROM STDIN; COPY u FROM STDIN", 2),
+        ("COPY t FROM STDIN; SELECT 1; COPY u TO STDOUT", 1),
+        ("COPY t FROM '/tmp/data'", 0),
+        ("COPY t FROM PROGRAM 'cat data'", 0),
+        ("COPY t TO STDOUT", 0),
+        ("COPY (SELECT 'from stdin') TO STDOUT", 0),
+        ("SELECT 'COPY t FROM STDIN'", 0),
+        ("COPY t FROM STDIN garbage", 0),
+    ] {
+        assert_eq!(cl.classify(sql).copies_in(), copies, "{sql}");
+    }
+    // Too deep for the tree, or too long to parse: told from the tokens.
+    let chain = " || b".repeat(200);
+    let deep = format!("COPY t FROM STDIN WHERE a{chain} = 'x'");
+    assert_eq!(cl.classify(&deep).copies_in(), 1);
+    let deep_out = format!("COPY (SELECT a{chain} FROM t) TO STDOUT");
+    assert_eq!(cl.classify(&deep_out).copies_in(), 0);
+    assert_eq!(cl.stats().too_deep, 2);
+    let small = Classifier::with_options(ClassifierOptions {
+        max_parse_bytes: 1_000,
+        ..ClassifierOptions::default()
+    });
+    let pad = "x".repeat(2_000);
+    let long = format!("COPY t (a) FROM STDIN /* {pad} */");
+    assert_eq!(small.classify(&long).copies_in(), 1);
+    let long_out = format!("COPY (SELECT '{pad}') TO STDOUT");
+    assert_eq!(small.classify(&long_out).copies_in(), 0);
+    assert_eq!(small.stats().too_large, 2);
+}

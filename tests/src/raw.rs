@@ -79,6 +79,7 @@ pub enum Msg {
     Call(u32),
     CopyData(&'static str),
     CopyDone,
+    CopyFail,
     Sync,
     /// Not a message: wait for a message with this tag before sending on.
     Await(u8),
@@ -161,6 +162,9 @@ fn encode_msg(out: &mut BytesMut, m: &Msg) {
             b.extend_from_slice(data.as_bytes());
         }),
         Msg::CopyDone => encode::frame(out, b'c', |_| {}),
+        Msg::CopyFail => encode::frame(out, b'f', |b| {
+            b.extend_from_slice(b"given up\0");
+        }),
         Msg::Call(oid) => encode::frame(out, b'F', |b| {
             b.extend_from_slice(&oid.to_be_bytes());
             b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);

@@ -3,7 +3,7 @@
 use std::process::Command;
 
 use pgshift_tests::pgbench::{self, pg_program};
-use pgshift_tests::{fresh_db, proxy_with, APP_PASSWORD};
+use pgshift_tests::{fresh_db, old_and_new, proxy_with, psql_both, APP_PASSWORD};
 
 /// Runs a client program off the runtime thread: the proxy under test
 /// shares the test's runtime, so a blocking wait here would starve it.
@@ -56,6 +56,38 @@ SELECT 'total=' || count(*) FROM items;
     assert!(out.contains("two=TWO"), "{out}");
     assert!(out.contains("1\n2\n3\n4\n"), "{out}");
     assert!(out.contains("total=4"), "{out}");
+}
+
+/// psql reads each COPY's data from its input in turn when one command
+/// starts two; with dual writes NEW gets both.
+#[tokio::test]
+async fn psql_two_copies_in_one_command_are_mirrored() {
+    let db = fresh_db("psql_copies");
+    psql_both(
+        &db,
+        "CREATE TABLE a (n int); CREATE TABLE b (n int); GRANT ALL ON a, b TO PUBLIC;",
+    );
+    let proxy = proxy_with(&db, "defaults: { primary: old, mirror: new }\n").await;
+    let mut cmd = Command::new(pg_program("psql"));
+    cmd.args(["-X", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg("COPY a FROM STDIN; COPY b FROM STDIN")
+        .arg(proxy.conninfo())
+        .stdin(input("1\n2\n\\.\n3\n\\.\n"));
+    let out = run_async(cmd).await;
+    assert!(out.contains("COPY 1"), "{out}");
+    proxy.mirrors_drained().await;
+    let sum = "SELECT (SELECT string_agg(n::text, ',' ORDER BY n) FROM a) || '/' || (SELECT string_agg(n::text, ',') FROM b)";
+    for side in [&old_and_new().old, &old_and_new().new] {
+        assert_eq!(side.psql(&db, sum).unwrap().trim(), "1,2/3");
+    }
+}
+
+/// A file holding `text`, opened for reading as a child's standard input.
+fn input(text: &str) -> std::process::Stdio {
+    let mut file = tempfile::tempfile().unwrap();
+    std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+    std::io::Seek::rewind(&mut file).unwrap();
+    file.into()
 }
 
 #[tokio::test]

@@ -1047,4 +1047,118 @@ async fn sync_mode_answers_a_copy_that_never_began_at_once() {
         "{:?}",
         started.elapsed()
     );
+    // Nor does a second COPY of the same Query that never began.
+    psql_both(&db, "CREATE TABLE a (n int); GRANT ALL ON a TO PUBLIC;");
+    let started = Instant::now();
+    let got = tokio::time::timeout(
+        Duration::from_secs(10),
+        transcript(
+            &mut s,
+            &[
+                Query("COPY a FROM STDIN; COPY nosuch FROM STDIN"),
+                Await(b'G'),
+                CopyData("1\n"),
+                CopyDone,
+                Await(b'Z'),
+            ],
+        ),
+    )
+    .await
+    .expect("answered within 10 s");
+    assert_eq!(
+        got,
+        [
+            "G",
+            "C:COPY 1",
+            "E:42P01",
+            "Z:I",
+            "T",
+            "D:marker",
+            "C:SELECT 1"
+        ]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// One Query may start several COPYs: the mirror gets each one's data, and
+/// when one fails, the Query fails there as it did on the primary.
+#[tokio::test]
+async fn several_copies_in_one_query_are_mirrored() {
+    use pgshift_tests::raw::{transcript, Msg::*};
+    let db = fresh_db("mirror_copies");
+    psql_both(
+        &db,
+        "CREATE TABLE a (n int); CREATE TABLE b (n int); GRANT ALL ON a, b TO PUBLIC;",
+    );
+    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    let (mut s, _) = pgshift_tests::raw::login(proxy.addr, &db).await;
+    let both = "COPY a FROM STDIN; COPY b FROM STDIN";
+    let got = transcript(
+        &mut s,
+        &[
+            Query(both),
+            Await(b'G'),
+            CopyData("1\n2\n"),
+            CopyDone,
+            Await(b'G'),
+            CopyData("3\n"),
+            CopyDone,
+        ],
+    )
+    .await;
+    assert_eq!(
+        got,
+        [
+            "G",
+            "C:COPY 2",
+            "G",
+            "C:COPY 1",
+            "Z:I",
+            "T",
+            "D:marker",
+            "C:SELECT 1"
+        ]
+    );
+    // Bad data in the second: the whole Query fails, the first COPY too.
+    let got = transcript(
+        &mut s,
+        &[
+            Query(both),
+            Await(b'G'),
+            CopyData("4\n"),
+            CopyDone,
+            Await(b'G'),
+            CopyData("x\n"),
+            CopyDone,
+        ],
+    )
+    .await;
+    assert_eq!(
+        got,
+        [
+            "G",
+            "C:COPY 1",
+            "G",
+            "E:22P02",
+            "Z:I",
+            "T",
+            "D:marker",
+            "C:SELECT 1"
+        ]
+    );
+    // A write after them reaches NEW only if the mirror is not stuck in
+    // a COPY waiting for data.
+    transcript(&mut s, &[Query("INSERT INTO b VALUES (5)")]).await;
+    proxy.mirrors_drained().await;
+    let rows = |t: &str| format!("SELECT string_agg(n::text, ',' ORDER BY n) FROM {t}");
+    assert_eq!(on_both(&db, &rows("a")).await, ["1,2", "1,2"]);
+    assert_eq!(on_both(&db, &rows("b")).await, ["3,5", "3,5"]);
+    let counters = proxy.mirror_counters(BackendId::New);
+    assert_eq!(counters.dropped, 0, "{counters:?}");
+    assert_eq!(counters.errors, 0, "{counters:?}");
+    assert_eq!(counters.queue_depth, 0, "{counters:?}");
 }

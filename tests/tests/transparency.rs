@@ -378,28 +378,14 @@ backends:
     }
 }
 
-/// A simple Query that follows extended-protocol messages before their
-/// Sync joins their implicit transaction, and is skipped when they failed
-/// (Postgres then ignores everything up to the Sync): one ReadyForQuery
-/// fewer than when they succeed. The proxy must pass on exactly what
-/// Postgres says and keep its own count of owed answers right, so that the
-/// session can still move to the other backend afterwards.
-#[tokio::test]
-async fn simple_query_among_unsynced_extended_messages() {
-    use pgshift_tests::raw::{transcript, Msg, Msg::*};
-    let db = fresh_db("mixed_protocols");
-    pgshift_tests::mark_sides(&db);
-    pgshift_tests::psql_both(
-        &db,
-        "CREATE TABLE t (n int); CREATE TABLE u (n int); GRANT ALL ON t, u TO PUBLIC;",
-    );
-    let rules = "rules:
-  - name: whereami-reads
-    match: { kind: [read], tables: [whereami] }
-    primary: new
-";
-    let proxy = proxy_with(&db, rules).await;
-    let scenarios: Vec<(&str, Vec<Msg>)> = vec![
+/// Exchanges only hand-written clients make, each ending with the
+/// ReadyForQuery that leaves the session idle: Queries and FunctionCalls
+/// among unsynced extended-protocol messages, Syncs and Flushes during
+/// COPY, COPYs that never begin, several COPYs in one Query. Tables `t` and
+/// `u` (one int column each) must exist.
+fn protocol_corners() -> Vec<(&'static str, Vec<pgshift_tests::raw::Msg>)> {
+    use pgshift_tests::raw::Msg::*;
+    vec![
         (
             "ok then query",
             vec![Parse("SELECT 1"), Bind, Execute, Query("SELECT 2"), Sync],
@@ -569,24 +555,106 @@ async fn simple_query_among_unsynced_extended_messages() {
             "bad COPY data",
             vec![Query("COPY u FROM STDIN"), CopyData("x\n"), CopyDone, Sync],
         ),
+        // One Query may start several COPYs, one after the other.
+        (
+            "two COPYs in one Query, a Sync inside the second",
+            vec![
+                Query("COPY u FROM STDIN; COPY u FROM STDIN"),
+                Await(b'G'),
+                CopyData("5\n"),
+                CopyDone,
+                Await(b'G'),
+                CopyData("6\n"),
+                Sync,
+                Flush,
+                CopyDone,
+            ],
+        ),
+        (
+            "two COPYs in one Query, the first one's data bad",
+            vec![
+                Query("COPY u FROM STDIN; COPY u FROM STDIN"),
+                Await(b'G'),
+                CopyData("bad\n"),
+                CopyDone,
+                Sync,
+            ],
+        ),
+        (
+            "two COPYs in one Query, the first one failed by the client",
+            vec![
+                Query("COPY u FROM STDIN; COPY u FROM STDIN"),
+                Await(b'G'),
+                CopyData("7\n"),
+                CopyFail,
+                Sync,
+            ],
+        ),
+        (
+            "a COPY written with odd spacing, a Sync inside",
+            vec![
+                Query("copy u from\t stdin"),
+                Sync,
+                CopyData("8\n"),
+                CopyDone,
+            ],
+        ),
         ("rows copied", vec![Query("SELECT count(*) FROM u")]),
-    ];
+    ]
+}
+
+/// Runs each of [`protocol_corners`] directly against OLD and through the
+/// proxy at `proxy`, and asserts the two transcripts are equal; `after`
+/// then runs on the proxy's connection.
+async fn same_transcripts<F, Fut>(db: &str, proxy: std::net::SocketAddr, mut after: F)
+where
+    F: FnMut(&'static str, tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = tokio::net::TcpStream>,
+{
+    use pgshift_tests::raw::transcript;
     let old = &old_and_new().old;
     let direct = std::net::SocketAddr::from(([127, 0, 0, 1], old.port()));
-    let (mut d, _) = pgshift_tests::raw::login(direct, &db).await;
-    let (mut p, _) = pgshift_tests::raw::login(proxy.addr, &db).await;
-    for (name, msgs) in &scenarios {
+    let (mut d, _) = pgshift_tests::raw::login(direct, db).await;
+    let (mut p, _) = pgshift_tests::raw::login(proxy, db).await;
+    for (name, msgs) in &protocol_corners() {
         let want = transcript(&mut d, msgs).await;
         let got = tokio::time::timeout(Duration::from_secs(20), transcript(&mut p, msgs))
             .await
             .unwrap_or_else(|_| panic!("{name}: no answer through the proxy"));
         assert_eq!(got, want, "{name}");
+        p = after(name, p).await;
+    }
+}
+
+/// Hand-written exchanges (see [`protocol_corners`]). A simple Query that
+/// follows extended-protocol messages before their Sync joins their
+/// implicit transaction, and is skipped when they failed (Postgres then
+/// ignores everything up to the Sync): one ReadyForQuery fewer than when
+/// they succeed. The proxy must pass on exactly what Postgres says and keep
+/// its own count of owed answers right, so that the session can still move
+/// to the other backend afterwards.
+#[tokio::test]
+async fn simple_query_among_unsynced_extended_messages() {
+    use pgshift_tests::raw::{transcript, Msg};
+    let db = fresh_db("mixed_protocols");
+    pgshift_tests::mark_sides(&db);
+    pgshift_tests::psql_both(
+        &db,
+        "CREATE TABLE t (n int); CREATE TABLE u (n int); GRANT ALL ON t, u TO PUBLIC;",
+    );
+    let rules = "rules:
+  - name: whereami-reads
+    match: { kind: [read], tables: [whereami] }
+    primary: new
+";
+    let proxy = proxy_with(&db, rules).await;
+    same_transcripts(&db, proxy.addr, |name, mut p| async move {
         // Every answer is accounted for: the session moves to NEW for a
         // read of whereami (which waits for everything owed on OLD), and
         // back to OLD for the next exchange.
         let moved = tokio::time::timeout(
             Duration::from_secs(10),
-            transcript(&mut p, &[Query("SELECT side FROM whereami")]),
+            transcript(&mut p, &[Msg::Query("SELECT side FROM whereami")]),
         )
         .await
         .unwrap_or_else(|_| panic!("{name}: the session did not move to NEW"));
@@ -603,7 +671,24 @@ async fn simple_query_among_unsynced_extended_messages() {
             ],
             "{name}"
         );
-    }
+        p
+    })
+    .await;
+    let c = proxy.client().await;
+    assert_eq!(scalar_i64(&c, "SELECT count(*) FROM t").await, 0);
+}
+
+/// The same exchanges with no rules, where pgshift parses only what may
+/// change the session's state (or start a COPY).
+#[tokio::test]
+async fn protocol_corners_pass_through() {
+    let db = fresh_db("corners_pass");
+    pgshift_tests::psql_both(
+        &db,
+        "CREATE TABLE t (n int); CREATE TABLE u (n int); GRANT ALL ON t, u TO PUBLIC;",
+    );
+    let proxy = proxy_with(&db, "").await;
+    same_transcripts(&db, proxy.addr, |_, p| async move { p }).await;
     let c = proxy.client().await;
     assert_eq!(scalar_i64(&c, "SELECT count(*) FROM t").await, 0);
 }

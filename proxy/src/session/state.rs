@@ -42,7 +42,7 @@ impl Prepared {
     fn new(parse: &[u8], (class, sql): ParseText, on: [bool; SLOTS]) -> Self {
         Prepared {
             parse: Bytes::copy_from_slice(parse),
-            copy_in: super::requests::is_copy_in(Some(&class), sql.as_deref()),
+            copy_in: class.copies_in() > 0,
             sql,
             class,
             on,

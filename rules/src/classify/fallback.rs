@@ -27,7 +27,40 @@ pub(super) fn unparsed(sql: &str, tokens: Option<&[ScanToken]>) -> Statement {
         txn: None,
         session: None,
         transaction_safe: false,
+        // Postgres rejects the text: nothing in it runs.
+        copy_in: false,
     }
+}
+
+/// Whether the first statement in `tokens` reads `COPY ... FROM STDIN`:
+/// FROM outside parentheses (`COPY (query)` is always TO), then STDIN.
+/// For texts classified without their parse tree.
+pub(super) fn copies_from_stdin(tokens: &[ScanToken]) -> bool {
+    let mut code = tokens
+        .iter()
+        .map(|t| t.token)
+        .filter(|&t| t != Token::SqlComment as i32 && t != Token::CComment as i32);
+    if code.next() != Some(Token::Copy as i32) {
+        return false;
+    }
+    let mut depth = 0u32;
+    let mut after_from = false;
+    for t in code {
+        if t == Token::Ascii59 as i32 {
+            return false;
+        }
+        if after_from {
+            return t == Token::Stdin as i32;
+        }
+        if t == Token::Ascii40 as i32 {
+            depth += 1;
+        } else if t == Token::Ascii41 as i32 {
+            depth = depth.saturating_sub(1);
+        } else if t == Token::From as i32 && depth == 0 {
+            after_from = true;
+        }
+    }
+    false
 }
 
 /// One statement, `text` starting at byte `offset` of the classified text,
@@ -90,6 +123,7 @@ pub(super) fn too_deep(text: &str, offset: usize, write_functions: &WriteFunctio
         txn: None,
         session: None,
         transaction_safe: false,
+        copy_in: top == "CopyStmt" && copies_from_stdin(&tokens),
     }
 }
 

@@ -19,6 +19,7 @@ pub(super) struct Shape {
     pub txn: Option<TxnControl>,
     pub session: Option<SessionEffect>,
     pub transaction_safe: bool,
+    pub copy_in: bool,
 }
 
 impl Shape {
@@ -29,6 +30,7 @@ impl Shape {
             txn: None,
             session: None,
             transaction_safe: false,
+            copy_in: false,
         }
     }
 
@@ -92,6 +94,8 @@ pub(super) fn shape(
                 c.query.as_deref().and_then(|q| q.node.as_ref()),
                 Some(N::SelectStmt(s)) if !s.sort_clause.is_empty()
             ),
+            // FROM STDIN has no file name (nor PROGRAM command).
+            copy_in: c.is_from && c.filename.is_empty(),
             ..Shape::transaction_safe(Kind::Copy)
         },
 

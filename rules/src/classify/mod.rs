@@ -32,7 +32,7 @@ use crate::config::{Kind, TableName};
 
 pub use cache::{Classifier, ClassifierOptions, ClassifierStats, MAX_CACHED_TEXT_BYTES};
 pub use functions::DEFAULT_WRITE_FUNCTIONS;
-pub use quick::may_change_session;
+pub use quick::must_parse;
 
 /// Everything routing needs to know about one query text (a simple-protocol
 /// Query message or an extended-protocol Parse), computed once and shared.
@@ -116,6 +116,12 @@ impl Classification {
                 .any(|s| matches!(s.kind, Kind::Write | Kind::Copy))
     }
 
+    /// How many `COPY ... FROM STDIN` statements the text holds: a simple
+    /// Query may start several, one after another.
+    pub fn copies_in(&self) -> usize {
+        self.statements.iter().filter(|s| s.copy_in).count()
+    }
+
     /// A rough byte count for the cache's memory budget.
     pub(crate) fn approx_bytes(&self) -> usize {
         let tables: usize = self
@@ -180,6 +186,10 @@ pub struct Statement {
     /// transaction itself (CALL, DO), controls transactions, or did not
     /// parse.
     pub transaction_safe: bool,
+    /// `COPY ... FROM STDIN`: once the backend answers with CopyInResponse,
+    /// the client's next messages are the COPY's data, and Postgres ignores
+    /// Sync and Flush until CopyDone or CopyFail.
+    pub copy_in: bool,
 }
 
 impl Statement {

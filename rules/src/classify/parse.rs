@@ -48,8 +48,14 @@ pub(crate) fn classify_text(sql: &str, settings: &Settings) -> (Classification, 
         let head = &sql[..cut];
         let tokens = digest::scan(head);
         let digest = digest::digest(head, tokens.as_deref());
+        // Not parsed, but it may well run: a COPY FROM STDIN in it must be
+        // known, or its data would be taken for requests.
+        let copy_in = tokens.as_deref().is_some_and(fallback::copies_from_stdin);
         let classification = Classification {
-            statements: vec![fallback::unparsed(sql, tokens.as_deref())],
+            statements: vec![Statement {
+                copy_in,
+                ..fallback::unparsed(sql, tokens.as_deref())
+            }],
             parse_error: Some(format!(
                 "not parsed: the text is {} bytes, over the {} byte classification limit",
                 sql.len(),
@@ -130,6 +136,7 @@ fn statement(node: &NodeEnum, span: Range<usize>, write_functions: &WriteFunctio
         txn: shape.txn,
         session: shape.session,
         transaction_safe: shape.transaction_safe,
+        copy_in: shape.copy_in,
     }
 }
 

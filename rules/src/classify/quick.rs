@@ -5,11 +5,14 @@
 //! backend of a statement is known without parsing it; what still matters
 //! is anything that changes the session or the transaction, because a
 //! later reload may route the session elsewhere and that state must follow
-//! it. This test finds every such text (it may also flag some that are not),
-//! so the proxy parses only those.
+//! it, and a COPY FROM STDIN, whose data the proxy must not take for
+//! requests. This test finds every such text (it may also flag some that
+//! are not), so the proxy parses only those.
 
-/// First words of statements that change session or transaction state.
+/// First words of statements that change session or transaction state, or
+/// (COPY) the protocol's.
 const STATEFUL: &[&str] = &[
+    "copy",
     "set",
     "reset",
     "prepare",
@@ -32,9 +35,9 @@ const STATEFUL: &[&str] = &[
 ];
 
 /// False only for a single statement whose first word is not one that
-/// changes the session or the transaction. Anything odd (several
+/// changes the session, the transaction or the protocol's state. Anything odd (several
 /// statements, a `;` inside a literal, no word at all) says true.
-pub fn may_change_session(sql: &str) -> bool {
+pub fn must_parse(sql: &str) -> bool {
     let text = skip_space_and_comments(sql);
     let trimmed = text.trim_end_matches(|c: char| c.is_whitespace() || c == ';');
     if trimmed.contains(';') {
@@ -71,7 +74,7 @@ fn skip_space_and_comments(mut s: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::may_change_session;
+    use super::must_parse;
 
     #[test]
     fn plain_statements_skip_the_parse() {
@@ -82,7 +85,7 @@ mod tests {
             "/* c */ select 1",
             "WITH x AS (SELECT 1) SELECT * FROM x",
         ] {
-            assert!(!may_change_session(sql), "{sql}");
+            assert!(!must_parse(sql), "{sql}");
         }
     }
 
@@ -103,8 +106,10 @@ mod tests {
             "LISTEN ch",
             "DISCARD ALL",
             "DECLARE c CURSOR FOR SELECT 1",
+            "copy t from stdin",
+            "-- load\nCOPY t (a) FROM STDIN",
         ] {
-            assert!(may_change_session(sql), "{sql:?}");
+            assert!(must_parse(sql), "{sql:?}");
         }
     }
 }

@@ -438,7 +438,6 @@ impl Requests<'_> {
             if let Some(b) = self.batch_mirror.take() {
                 self.count_dropped(b.target, &b.stats, "COPY too large to mirror");
             }
-            self.copy_in = None;
         }
     }
 

@@ -16,7 +16,7 @@ use pgshift_protocol::backend::TransactionStatus;
 use pgshift_protocol::extended::awaits_completion;
 use pgshift_protocol::frontend::{self, tag, Bind, Parse, Query, TargetKind};
 use pgshift_protocol::{decode_frame, encode, Frame};
-use pgshift_rules::classify::{may_change_session, Classification, TxnControl};
+use pgshift_rules::classify::{must_parse, Classification, TxnControl};
 use pgshift_rules::config::{BackendId, Route};
 use pgshift_rules::route::SessionContext;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -233,11 +233,24 @@ impl<'a> Requests<'a> {
                 };
                 self.send(b, &frame);
                 if matches!(frame.tag(), tag::COPY_DONE | tag::COPY_FAIL) {
-                    // A simple-protocol COPY ends here; an extended one at
-                    // the next Sync.
-                    if let Some(copy) = self.copy_in.take().filter(|c| c.simple) {
-                        self.end_batch_mirror(copy.class.as_deref(), copy.sql.as_deref())
+                    // A simple-protocol COPY ends here, unless the Query
+                    // starts another (a CopyFail fails the whole Query); an
+                    // extended one at the next Sync.
+                    match self.copy_in.take().filter(|c| c.simple) {
+                        Some(copy) if copy.more > 0 && frame.tag() == tag::COPY_DONE => {
+                            let ordinal = self.next_copy(copy.entry);
+                            self.expect_copy(CopyIn {
+                                ordinal,
+                                more: copy.more - 1,
+                                ..copy
+                            })
                             .await?;
+                        }
+                        Some(copy) => {
+                            self.end_batch_mirror(copy.class.as_deref(), copy.sql.as_deref())
+                                .await?;
+                        }
+                        None => {}
                     }
                 } else if self.copy_in.is_some() {
                     self.cap_copy_mirror();
@@ -258,11 +271,11 @@ impl<'a> Requests<'a> {
             .sql_str()
             .map(Arc::<str>::from);
         // With no rule that could apply, a statement that cannot change the
-        // session's state is routed without being parsed.
+        // session's state (nor start a COPY) is routed without being parsed.
         let unparsed = matches!(self.batch, Batch::Idle)
             && self.held_begin.is_none()
             && self.shared.current().router.constant_primary().is_some()
-            && sql.as_deref().is_some_and(|s| !may_change_session(s));
+            && sql.as_deref().is_some_and(|s| !must_parse(s));
         let class = if unparsed {
             None
         } else {
@@ -308,38 +321,48 @@ impl<'a> Requests<'a> {
     }
 
     /// A Query sent: COPY ... FROM STDIN has its data follow, and the
-    /// mirror's copy of the batch ends with CopyDone or CopyFail; anything
-    /// else ends the mirror's batch here.
+    /// mirror's copy of the batch ends with the last COPY's CopyDone, or a
+    /// CopyFail; anything else ends the mirror's batch here.
     async fn after_query(
         &mut self,
         class: Option<Arc<Classification>>,
         sql: Option<Arc<str>>,
         entry: u64,
     ) -> Result<(), RelayError> {
-        if is_copy_in(class.as_deref(), sql.as_deref()) {
+        let copies = class.as_deref().map_or(0, Classification::copies_in);
+        if copies > 0 {
             let ordinal = self.next_copy(entry);
-            self.copy_in = Some(CopyIn {
+            self.expect_copy(CopyIn {
                 simple: true,
                 class,
                 sql,
                 entry,
                 ordinal,
                 requests: u32::MAX,
-            });
-            // A mirrored batch reaches its mirror when the COPY is over, and
-            // in sync mode the client's ReadyForQuery waits for the mirror:
-            // a COPY that fails before it begins must be known over now, or
-            // that wait would outlast the client's patience.
-            let synced = self.batch_mirror.is_some()
-                && self.loaded.config.mirror.mode == pgshift_rules::config::MirrorMode::Sync;
-            if synced {
-                self.settle_copy().await?;
-            }
-            Ok(())
+                more: copies - 1,
+            })
+            .await
         } else {
             self.end_batch_mirror(class.as_deref(), sql.as_deref())
                 .await
         }
+    }
+
+    /// A simple Query's COPY FROM STDIN may have started: its data comes
+    /// next.
+    async fn expect_copy(&mut self, copy: CopyIn) -> Result<(), RelayError> {
+        self.copy_in = Some(copy);
+        // A mirrored batch reaches its mirror when the COPY is over, and in
+        // sync mode the client's ReadyForQuery waits for the mirror: a COPY
+        // that fails before it begins (or never begins, the Query having
+        // failed before it) must be known over now, or that wait would
+        // outlast the client's patience.
+        let synced = self.batch_mirror.is_some()
+            && self.loaded.config.mirror.mode == pgshift_rules::config::MirrorMode::Sync;
+        if synced {
+            self.settle_copy().await?;
+        }
+        Ok(())
     }
 
     /// A simple Query or FunctionCall sent after extended-protocol
@@ -711,6 +734,7 @@ impl<'a> Requests<'a> {
                     ordinal,
                     // This Execute, counted when it is sent.
                     requests: (self.open_requests + 1).min(Progress::MAX_COMPLETIONS),
+                    more: 0,
                 });
             }
             tag::BIND => {
@@ -1083,6 +1107,8 @@ struct CopyIn {
     /// many are complete with no CopyInResponse, the statement was no
     /// COPY FROM STDIN after all.
     requests: u32,
+    /// COPY FROM STDINs of the same simple Query after this one.
+    more: usize,
 }
 
 /// What a Query or FunctionCall inside an unsynced batch turned out to be.
@@ -1093,14 +1119,6 @@ enum InBatch {
     Skipped,
     /// The batch's answer was complete already: a request of its own.
     Fresh,
-}
-
-pub(super) fn is_copy_in(class: Option<&Classification>, sql: Option<&str>) -> bool {
-    class.is_some_and(|c| c.kind() == pgshift_rules::config::Kind::Copy)
-        && sql.is_some_and(|s| {
-            let s = s.to_ascii_lowercase();
-            s.contains("from stdin") || s.contains("from\nstdin")
-        })
 }
 
 fn command_complete(out: &mut BytesMut, command_tag: &str) {
