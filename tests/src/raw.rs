@@ -94,6 +94,28 @@ pub enum Msg {
 pub async fn transcript(s: &mut TcpStream, msgs: &[Msg]) -> Vec<String> {
     let mut buf = BytesMut::new();
     let mut seen = Vec::new();
+    send_awaiting(s, &mut buf, &mut seen, msgs).await;
+    let mut out = BytesMut::new();
+    encode::query(&mut out, "SELECT 'marker'");
+    s.write_all(&out).await.unwrap();
+    read_until(s, &mut buf, &mut seen, None).await;
+    seen
+}
+
+/// [`transcript`] without the marker Query: nothing is sent after `msgs`,
+/// and what comes after their last [`Msg::Await`] is left unread.
+pub async fn transcript_unmarked(s: &mut TcpStream, msgs: &[Msg]) -> Vec<String> {
+    let mut seen = Vec::new();
+    send_awaiting(s, &mut BytesMut::new(), &mut seen, msgs).await;
+    seen
+}
+
+async fn send_awaiting(
+    s: &mut TcpStream,
+    buf: &mut BytesMut,
+    seen: &mut Vec<String>,
+    msgs: &[Msg],
+) {
     for chunk in msgs.split_inclusive(|m| matches!(m, Msg::Await(_))) {
         let mut out = BytesMut::new();
         for m in chunk {
@@ -101,14 +123,9 @@ pub async fn transcript(s: &mut TcpStream, msgs: &[Msg]) -> Vec<String> {
         }
         s.write_all(&out).await.unwrap();
         if let Some(Msg::Await(tag)) = chunk.last() {
-            read_until(s, &mut buf, &mut seen, Some(*tag)).await;
+            read_until(s, buf, seen, Some(*tag)).await;
         }
     }
-    let mut out = BytesMut::new();
-    encode::query(&mut out, "SELECT 'marker'");
-    s.write_all(&out).await.unwrap();
-    read_until(s, &mut buf, &mut seen, None).await;
-    seen
 }
 
 /// Reads and records (see [`transcript`]) up to a message tagged `until`,

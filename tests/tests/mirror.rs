@@ -992,6 +992,43 @@ async fn a_query_among_unsynced_extended_messages_is_mirrored_as_run() {
     assert!(counters.compared >= 5, "{counters:?}");
 }
 
+/// A COMMIT inside a multi-statement Query commits what came before it,
+/// whatever follows. The mirror runs such a batch once the primary
+/// committed it; when the primary failed after its COMMIT, what it kept
+/// the mirror never gets, and that is counted.
+#[tokio::test]
+async fn a_commit_inside_a_query_is_mirrored_by_its_outcome() {
+    let db = fresh_db("mirror_inner_commit");
+    psql_both(&db, "CREATE TABLE t (id int); GRANT ALL ON t TO PUBLIC;");
+    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    let c = proxy.client().await;
+    c.batch_execute("INSERT INTO t VALUES (1); COMMIT; SELECT 1")
+        .await
+        .unwrap();
+    let err = c
+        .batch_execute("INSERT INTO t VALUES (2); COMMIT; SELECT 1/0")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO)
+    );
+    c.batch_execute("INSERT INTO t VALUES (3)").await.unwrap();
+    proxy.mirrors_drained().await;
+    let rows = "SELECT string_agg(id::text, ',' ORDER BY id) FROM t";
+    assert_eq!(on_both(&db, rows).await, ["1,2,3", "1,3"]);
+    let counters = proxy.mirror_counters(BackendId::New);
+    assert_eq!(counters.dropped, 1, "{counters:?}");
+    assert_eq!(counters.errors, 0, "{counters:?}");
+    let diverged = proxy.inner().shared().mirroring.diverged();
+    assert_eq!(diverged.len(), 1);
+    assert!(
+        diverged[0].reason.contains("committed part"),
+        "{}",
+        diverged[0].reason
+    );
+}
+
 /// The same with plain dual writes (no comparison, so the mirror is not
 /// told the primary's outcome of ordinary statements): a COMMIT joined to
 /// unsynced extended messages still commits the transaction on NEW.
@@ -1157,8 +1194,34 @@ async fn several_copies_in_one_query_are_mirrored() {
     let rows = |t: &str| format!("SELECT string_agg(n::text, ',' ORDER BY n) FROM {t}");
     assert_eq!(on_both(&db, &rows("a")).await, ["1,2", "1,2"]);
     assert_eq!(on_both(&db, &rows("b")).await, ["3,5", "3,5"]);
+    // A later COPY that never begins (the COMMIT keeps the first one's
+    // row): the mirror gets the batch without waiting for the client's
+    // next message, which does not come.
+    let got = pgshift_tests::raw::transcript_unmarked(
+        &mut s,
+        &[
+            Query("COPY a FROM STDIN; COMMIT; COPY nosuch FROM STDIN"),
+            Await(b'G'),
+            CopyData("9\n"),
+            CopyDone,
+            Await(b'Z'),
+        ],
+    )
+    .await;
+    assert_eq!(got, ["G", "C:COPY 1", "C:COMMIT", "E:42P01", "Z:I"]);
+    // The primary kept the first COPY's row and then failed, so the mirror
+    // rolls the batch back and counts it (see
+    // `a_commit_inside_a_query_is_mirrored_by_its_outcome`).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.mirror_counters(BackendId::New).dropped == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the batch never reached the mirror"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(on_both(&db, &rows("a")).await, ["1,2,9", "1,2"]);
     let counters = proxy.mirror_counters(BackendId::New);
-    assert_eq!(counters.dropped, 0, "{counters:?}");
-    assert_eq!(counters.errors, 0, "{counters:?}");
+    assert_eq!(counters.dropped, 1, "{counters:?}");
     assert_eq!(counters.queue_depth, 0, "{counters:?}");
 }

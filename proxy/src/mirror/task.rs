@@ -393,12 +393,16 @@ async fn process(
     };
     // Whether the batch itself went out (rather than a ROLLBACK for it).
     let mut ran = true;
+    // The primary committed part of the batch and then failed: what it
+    // kept, the mirror never gets.
+    let mut partly_committed = false;
     if matches!(sent, Sent::No) {
         if outcome.as_ref().is_some_and(PrimaryOutcome::committed) {
             send(c, &item.bytes).await?;
         } else {
             send(c, &rollback_query()).await?;
             ran = false;
+            partly_committed = outcome.as_ref().is_some_and(|o| o.committed_some);
         }
     }
     // A statement the primary gave up on is no comparison of the backends:
@@ -453,8 +457,23 @@ async fn process(
     // Rolled back without knowing whether the primary committed.
     let lost = (own_transaction || job.ends_transaction) && outcome.is_none();
     if lost {
-        lost_outcome(shared, backend, session, job);
+        not_applied(
+            shared,
+            backend,
+            session,
+            job,
+            "primary's outcome unknown: rolled back on the mirror",
+        );
+    } else if partly_committed {
+        not_applied(
+            shared,
+            backend,
+            session,
+            job,
+            "primary committed part of a batch that then failed: rolled back on the mirror",
+        );
     }
+    let lost = lost || partly_committed;
     let elapsed = started.elapsed();
     drop(span);
     if let Some(done) = job.done.take() {
@@ -554,23 +573,24 @@ fn abandon(
     }
 }
 
-/// The primary's outcome of a batch whose commit on the mirror depends on
-/// it never came (the session ended before the primary answered): the
-/// mirror rolled it back, which may be one transaction short of the
-/// primary.
-fn lost_outcome(shared: &Shared, backend: BackendId, session: &SessionMeta, job: &StatementJob) {
+/// A batch whose commit on the mirror depends on the primary's outcome
+/// was rolled back there, and the primary may have kept (some of) it: its
+/// outcome never came (the session ended before the primary answered), or
+/// it committed part of the batch before failing. Counted as dropped.
+fn not_applied(
+    shared: &Shared,
+    backend: BackendId,
+    session: &SessionMeta,
+    job: &StatementJob,
+    reason: &str,
+) {
     shared
         .mirroring
         .counters(backend)
         .dropped
         .fetch_add(1, Ordering::Relaxed);
     job.stats.record_mirror_dropped();
-    diverge(
-        shared,
-        backend,
-        session,
-        "primary's outcome unknown: rolled back on the mirror",
-    );
+    diverge(shared, backend, session, reason);
 }
 
 fn diverge(shared: &Shared, backend: BackendId, session: &SessionMeta, reason: &str) {

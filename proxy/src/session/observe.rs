@@ -27,18 +27,19 @@ pub struct PrimaryOutcome {
     pub ignore_positions: Vec<usize>,
     /// The last CommandComplete tag.
     pub last_tag: Option<String>,
+    /// Some COMMIT of the batch committed, whatever came after it
+    /// (`INSERT ...; COMMIT; SELECT 1/0` keeps the insert).
+    pub committed_some: bool,
     pub sqlstate: Option<String>,
 }
 
 impl PrimaryOutcome {
-    /// A transaction-ending batch that really committed: its last tag is
-    /// COMMIT (a failed transaction's COMMIT reports ROLLBACK).
+    /// A transaction-ending batch that really committed: it failed
+    /// nowhere and a COMMIT of it reported COMMIT (a failed transaction's
+    /// reports ROLLBACK). Statements may follow the COMMIT, in a Query
+    /// like `INSERT ...; COMMIT; SELECT ...`.
     pub fn committed(&self) -> bool {
-        self.sqlstate.is_none()
-            && self
-                .last_tag
-                .as_deref()
-                .is_some_and(|t| t.starts_with("COMMIT"))
+        self.sqlstate.is_none() && self.committed_some
     }
 }
 
@@ -56,6 +57,7 @@ pub struct Observer {
     pub mirror_done: Option<(oneshot::Receiver<MirrorResult>, bool)>,
     digest: Option<ResultDigest>,
     last_tag: Option<String>,
+    committed_some: bool,
     sqlstate: Option<String>,
     /// A statement ran: the answer held a CommandComplete, an
     /// EmptyQueryResponse, a PortalSuspended or an error.
@@ -101,6 +103,7 @@ impl Observer {
             mirror_done: None,
             digest: digest.map(ResultDigest::new),
             last_tag: None,
+            committed_some: false,
             sqlstate: None,
             ran: false,
             done: Some(done),
@@ -116,6 +119,7 @@ impl Observer {
             mirror_done: None,
             digest: None,
             last_tag: None,
+            committed_some: false,
             sqlstate: None,
             ran: false,
             done: None,
@@ -167,6 +171,10 @@ impl Observer {
                     self.last_tag = pgshift_protocol::backend::command_complete(body)
                         .ok()
                         .map(|t| String::from_utf8_lossy(t).into_owned());
+                    self.committed_some |= self
+                        .last_tag
+                        .as_deref()
+                        .is_some_and(|t| t.starts_with("COMMIT"));
                 }
             }
             tag::EMPTY_QUERY_RESPONSE | tag::PORTAL_SUSPENDED => self.ran = true,
@@ -218,6 +226,7 @@ impl Observer {
             summary: self.digest.map(ResultDigest::finish),
             ignore_positions,
             last_tag: self.last_tag,
+            committed_some: self.committed_some,
             sqlstate: self.sqlstate,
         });
     }

@@ -239,12 +239,16 @@ impl<'a> Requests<'a> {
                     match self.copy_in.take().filter(|c| c.simple) {
                         Some(copy) if copy.more > 0 && frame.tag() == tag::COPY_DONE => {
                             let ordinal = self.next_copy(copy.entry);
-                            self.expect_copy(CopyIn {
+                            let next = CopyIn {
                                 ordinal,
                                 more: copy.more - 1,
                                 ..copy
-                            })
-                            .await?;
+                            };
+                            // Whether it begins is the backend's to say,
+                            // without more from the client: should it
+                            // not, the mirror gets the batch now rather
+                            // than at the client's next message.
+                            self.expect_copy(next, true).await?;
                         }
                         Some(copy) => {
                             self.end_batch_mirror(copy.class.as_deref(), copy.sql.as_deref())
@@ -332,7 +336,7 @@ impl<'a> Requests<'a> {
         let copies = class.as_deref().map_or(0, Classification::copies_in);
         if copies > 0 {
             let ordinal = self.next_copy(entry);
-            self.expect_copy(CopyIn {
+            let copy = CopyIn {
                 simple: true,
                 class,
                 sql,
@@ -340,8 +344,14 @@ impl<'a> Requests<'a> {
                 ordinal,
                 requests: u32::MAX,
                 more: copies - 1,
-            })
-            .await
+            };
+            // A mirrored batch reaches its mirror when the COPY is over,
+            // and in sync mode the client's ReadyForQuery waits for the
+            // mirror: a COPY that fails before it begins must be known
+            // over now, or that wait would outlast the client's patience.
+            let synced = self.batch_mirror.is_some()
+                && self.loaded.config.mirror.mode == pgshift_rules::config::MirrorMode::Sync;
+            self.expect_copy(copy, synced).await
         } else {
             self.end_batch_mirror(class.as_deref(), sql.as_deref())
                 .await
@@ -349,17 +359,11 @@ impl<'a> Requests<'a> {
     }
 
     /// A simple Query's COPY FROM STDIN may have started: its data comes
-    /// next.
-    async fn expect_copy(&mut self, copy: CopyIn) -> Result<(), RelayError> {
+    /// next. With `settle`, whether it did is learnt now rather than at
+    /// the client's next message that is not COPY data.
+    async fn expect_copy(&mut self, copy: CopyIn, settle: bool) -> Result<(), RelayError> {
         self.copy_in = Some(copy);
-        // A mirrored batch reaches its mirror when the COPY is over, and in
-        // sync mode the client's ReadyForQuery waits for the mirror: a COPY
-        // that fails before it begins (or never begins, the Query having
-        // failed before it) must be known over now, or that wait would
-        // outlast the client's patience.
-        let synced = self.batch_mirror.is_some()
-            && self.loaded.config.mirror.mode == pgshift_rules::config::MirrorMode::Sync;
-        if synced {
+        if settle && self.batch_mirror.is_some() {
             self.settle_copy().await?;
         }
         Ok(())
