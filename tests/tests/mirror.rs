@@ -205,6 +205,70 @@ async fn copy_from_stdin_is_mirrored() {
     assert_eq!(one(&url_new(&db), "SELECT count(*) FROM c").await, "5000");
 }
 
+/// A mirrored COPY is held for the mirror up to 64 MiB; past that the
+/// mirror's copy is dropped and counted, inside a transaction with the rest
+/// of the transaction, and the session goes on.
+#[tokio::test]
+async fn a_copy_too_large_to_mirror_is_dropped_with_its_transaction() {
+    let db = fresh_db("mirror_big_copy");
+    psql_both(
+        &db,
+        "CREATE TABLE big (v text); GRANT ALL ON big TO PUBLIC;",
+    );
+    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    let c = proxy.client().await;
+    let line = format!("{}\n", "x".repeat(1023));
+    let mib = Bytes::from(line.repeat(1024));
+    let copy_70_mib = || async {
+        let sink = c.copy_in("COPY big FROM STDIN").await.unwrap();
+        pin_mut!(sink);
+        for _ in 0..70 {
+            sink.send(mib.clone()).await.unwrap();
+        }
+        assert_eq!(sink.finish().await.unwrap(), 70 * 1024);
+    };
+    copy_70_mib().await;
+    c.batch_execute("INSERT INTO big VALUES ('after')")
+        .await
+        .unwrap();
+    proxy.mirrors_drained().await;
+    let count = "SELECT count(*) FROM big";
+    assert_eq!(on_both(&db, count).await, ["71681", "1"]);
+    let counters = proxy.mirror_counters(BackendId::New);
+    assert_eq!(counters.dropped, 1, "{counters:?}");
+    let diverged = proxy.inner().shared().mirroring.diverged();
+    assert!(
+        diverged[0].reason.contains("too large"),
+        "{}",
+        diverged[0].reason
+    );
+
+    // In a transaction: the statements before and after it are dropped as
+    // well, and the mirror's transaction is rolled back.
+    c.batch_execute("BEGIN; INSERT INTO big VALUES ('before')")
+        .await
+        .unwrap();
+    copy_70_mib().await;
+    c.batch_execute("INSERT INTO big VALUES ('later'); COMMIT")
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO big VALUES ('next')")
+        .await
+        .unwrap();
+    proxy.mirrors_drained().await;
+    assert_eq!(on_both(&db, count).await, ["143364", "2"]);
+    let values = "SELECT string_agg(v, ',' ORDER BY v) FROM big WHERE length(v) < 10";
+    assert_eq!(
+        on_both(&db, values).await,
+        ["after,before,later,next", "after,next"]
+    );
+    // The COPY and every batch after it in the transaction (the last
+    // Query, and whatever the driver sends in between) were dropped.
+    let counters = proxy.mirror_counters(BackendId::New);
+    assert!(counters.dropped >= 3, "{counters:?}");
+    assert_eq!(counters.errors, 0, "{counters:?}");
+}
+
 /// Runs `sql` on `c`, cancels it after half a second and expects the
 /// cancel's error within two seconds.
 async fn cancelled(

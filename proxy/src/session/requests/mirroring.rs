@@ -33,6 +33,9 @@ pub(super) struct BatchMirror {
     /// A held BEGIN (its own batch) to replay first.
     begin: Option<Bytes>,
     bytes: BytesMut,
+    /// The batch will be dropped (a COPY too large to hold): its messages
+    /// are counted but no longer kept.
+    discarding: bool,
     /// Names of statements the batch parses (the mirror gets them too).
     parsed: Vec<Bytes>,
     write: bool,
@@ -93,7 +96,8 @@ impl BatchMirror {
     }
 
     pub(super) fn add(&mut self, frame: &Frame) {
-        if rewriting::push_frame(
+        if self.discarding {
+        } else if rewriting::push_frame(
             self.rewriter.as_deref(),
             self.target,
             frame.as_bytes(),
@@ -235,6 +239,7 @@ impl Requests<'_> {
             target,
             begin: (!begin.is_empty()).then(|| begin.freeze()),
             bytes: BytesMut::new(),
+            discarding: false,
             parsed,
             write: kind != Kind::Read,
             ends_transaction,
@@ -330,7 +335,11 @@ impl Requests<'_> {
             self.count_dropped(target, &batch.stats, reason);
             if !leaves_open {
                 self.dropping[i] = None;
-                self.mirror_rollback(target);
+                // Only an earlier batch can have opened a transaction
+                // there: this one never reaches the mirror.
+                if was_open {
+                    self.mirror_rollback(target);
+                }
             }
             return Ok(());
         }
@@ -427,18 +436,21 @@ impl Requests<'_> {
 
     /// A mirrored COPY's data is held for the mirror in memory; past this
     /// much the mirror's copy is dropped (counted, session diverged) rather
-    /// than letting one COPY grow pgshift without bound.
+    /// than letting one COPY grow pgshift without bound. Inside a
+    /// transaction the rest of it is dropped too: a half-applied
+    /// transaction is worse than a missing one.
     pub(super) fn cap_copy_mirror(&mut self) {
         const MAX_MIRRORED_COPY: usize = 64 * 1024 * 1024;
-        if self
+        let Some(b) = self
             .batch_mirror
-            .as_ref()
-            .is_some_and(|b| b.bytes.len() > MAX_MIRRORED_COPY)
-        {
-            if let Some(b) = self.batch_mirror.take() {
-                self.count_dropped(b.target, &b.stats, "COPY too large to mirror");
-            }
-        }
+            .as_mut()
+            .filter(|b| b.bytes.len() > MAX_MIRRORED_COPY)
+        else {
+            return;
+        };
+        b.discarding = true;
+        b.bytes = BytesMut::new();
+        self.dropping[b.target.index()].get_or_insert("COPY too large to mirror");
     }
 
     /// Reads routed to a backend this session's mirror still owes writes
