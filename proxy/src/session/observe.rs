@@ -25,8 +25,6 @@ pub struct PrimaryOutcome {
     /// Column positions the primary's digest ignored, so the mirror's
     /// digest ignores the same ones even if its column names differ.
     pub ignore_positions: Vec<usize>,
-    /// The last CommandComplete tag.
-    pub last_tag: Option<String>,
     /// Some COMMIT of the batch committed, whatever came after it
     /// (`INSERT ...; COMMIT; SELECT 1/0` keeps the insert).
     pub committed_some: bool,
@@ -56,7 +54,6 @@ pub struct Observer {
     /// its ReadyForQuery; `true` when a mirror-only failure fails the client.
     pub mirror_done: Option<(oneshot::Receiver<MirrorResult>, bool)>,
     digest: Option<ResultDigest>,
-    last_tag: Option<String>,
     committed_some: bool,
     sqlstate: Option<String>,
     /// A statement ran: the answer held a CommandComplete, an
@@ -102,7 +99,6 @@ impl Observer {
         let o = Observer {
             mirror_done: None,
             digest: digest.map(ResultDigest::new),
-            last_tag: None,
             committed_some: false,
             sqlstate: None,
             ran: false,
@@ -118,7 +114,6 @@ impl Observer {
         Box::new(Observer {
             mirror_done: None,
             digest: None,
-            last_tag: None,
             committed_some: false,
             sqlstate: None,
             ran: false,
@@ -166,15 +161,10 @@ impl Observer {
                 if let Some(d) = &mut self.digest {
                     d.command_complete(body);
                 }
-                // Only the mirror reads the tag; timing alone needs no copy.
+                // Only the mirror asks; timing alone needs no look.
                 if self.done.is_some() {
-                    self.last_tag = pgshift_protocol::backend::command_complete(body)
-                        .ok()
-                        .map(|t| String::from_utf8_lossy(t).into_owned());
-                    self.committed_some |= self
-                        .last_tag
-                        .as_deref()
-                        .is_some_and(|t| t.starts_with("COMMIT"));
+                    self.committed_some |= pgshift_protocol::backend::command_complete(body)
+                        .is_ok_and(|t| t.starts_with(b"COMMIT"));
                 }
             }
             tag::EMPTY_QUERY_RESPONSE | tag::PORTAL_SUSPENDED => self.ran = true,
@@ -225,7 +215,6 @@ impl Observer {
         let _ = done.send(PrimaryOutcome {
             summary: self.digest.map(ResultDigest::finish),
             ignore_positions,
-            last_tag: self.last_tag,
             committed_some: self.committed_some,
             sqlstate: self.sqlstate,
         });

@@ -96,13 +96,14 @@ impl BatchMirror {
     }
 
     pub(super) fn add(&mut self, frame: &Frame) {
-        if self.discarding {
-        } else if rewriting::push_frame(
-            self.rewriter.as_deref(),
-            self.target,
-            frame.as_bytes(),
-            &mut self.bytes,
-        ) {
+        let refused = !self.discarding
+            && rewriting::push_frame(
+                self.rewriter.as_deref(),
+                self.target,
+                frame.as_bytes(),
+                &mut self.bytes,
+            );
+        if refused {
             self.stats.record_rewrite_refused();
         }
         if matches!(frame.tag(), tag::EXECUTE | tag::QUERY) {
