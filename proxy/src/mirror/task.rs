@@ -454,26 +454,18 @@ async fn process(
         }
         receive(c, 1, None, None, None).await?;
     }
-    // Rolled back without knowing whether the primary committed.
-    let lost = (own_transaction || job.ends_transaction) && outcome.is_none();
-    if lost {
-        not_applied(
-            shared,
-            backend,
-            session,
-            job,
-            "primary's outcome unknown: rolled back on the mirror",
-        );
+    // Rolled back where the primary may have kept it.
+    let rolled_back = if (own_transaction || job.ends_transaction) && outcome.is_none() {
+        Some("primary's outcome unknown: rolled back on the mirror")
     } else if partly_committed {
-        not_applied(
-            shared,
-            backend,
-            session,
-            job,
-            "primary committed part of a batch that then failed: rolled back on the mirror",
-        );
+        Some("primary committed part of a batch that then failed: rolled back on the mirror")
+    } else {
+        None
+    };
+    if let Some(reason) = rolled_back {
+        not_applied(shared, backend, session, job, reason);
     }
-    let lost = lost || partly_committed;
+    let lost = rolled_back.is_some();
     let elapsed = started.elapsed();
     drop(span);
     if let Some(done) = job.done.take() {
