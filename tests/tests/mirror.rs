@@ -1093,9 +1093,8 @@ async fn a_commit_inside_a_query_is_mirrored_by_its_outcome() {
     );
 }
 
-/// The same with plain dual writes (no comparison, so the mirror is not
-/// told the primary's outcome of ordinary statements): a COMMIT joined to
-/// unsynced extended messages still commits the transaction on NEW.
+/// The same with plain dual writes and the COMMIT joined to unsynced
+/// extended messages: the transaction still commits on NEW.
 #[tokio::test]
 async fn a_commit_among_unsynced_extended_messages_commits_on_the_mirror() {
     use pgshift_tests::raw::{transcript, Msg::*};
@@ -1121,6 +1120,179 @@ async fn a_commit_among_unsynced_extended_messages_commits_on_the_mirror() {
     assert_eq!(on_both(&db, rows).await, ["1,2", "1,2"]);
     let counters = proxy.mirror_counters(BackendId::New);
     assert_eq!((counters.dropped, counters.errors), (0, 0), "{counters:?}");
+}
+
+/// A statement that fails on both sides is no mirror failure, however it
+/// was sent: the mirror checks its failure against the primary's outcome.
+/// An application that tries an INSERT under a savepoint and rolls back to
+/// it on a unique violation (Django's get_or_create) is the common case.
+#[tokio::test]
+async fn a_failure_on_both_sides_is_no_mirror_error() {
+    let db = fresh_db("mirror_both_fail");
+    psql_both(
+        &db,
+        "CREATE TABLE u (id int primary key); GRANT ALL ON u TO PUBLIC;
+         INSERT INTO u VALUES (1);",
+    );
+    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    let c = proxy.client().await;
+    c.batch_execute("BEGIN; SAVEPOINT s").await.unwrap();
+    let err = c.batch_execute("INSERT INTO u VALUES (1)").await;
+    assert!(err.is_err(), "a duplicate on both sides");
+    c.batch_execute("ROLLBACK TO SAVEPOINT s").await.unwrap();
+    c.execute("SAVEPOINT t", &[]).await.unwrap();
+    let err = c.execute("INSERT INTO u VALUES ($1)", &[&1i32]).await;
+    assert!(err.is_err(), "a duplicate on both sides");
+    c.execute("ROLLBACK TO SAVEPOINT t", &[]).await.unwrap();
+    c.execute("INSERT INTO u VALUES ($1)", &[&2i32])
+        .await
+        .unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    // Outside a transaction too, and a DDL the mirror runs unwrapped.
+    assert!(c.batch_execute("INSERT INTO u VALUES (2)").await.is_err());
+    assert!(c.batch_execute("CREATE TABLE u (id int)").await.is_err());
+    proxy.mirrors_drained().await;
+    let rows = "SELECT string_agg(id::text, ',' ORDER BY id) FROM u";
+    assert_eq!(on_both(&db, rows).await, ["1,2", "1,2"]);
+    let counters = proxy.mirror_counters(BackendId::New);
+    assert_eq!((counters.errors, counters.dropped), (0, 0), "{counters:?}");
+    assert_eq!(proxy.inner().shared().mirroring.diverged_total(), 0);
+}
+
+/// A write that fails on the mirror only leaves NEW short of OLD: counted
+/// as a mirror error and the session marked diverged, inside a transaction
+/// (whose rest then fails on NEW too) and out of one. A read that fails on
+/// the mirror only inside a transaction that wrote loses those writes on
+/// NEW at its COMMIT: diverged too. A read-only transaction loses nothing.
+#[tokio::test]
+async fn a_write_failing_on_the_mirror_only_marks_the_session_diverged() {
+    let db = fresh_db("mirror_only_fail");
+    psql_both(
+        &db,
+        "CREATE TABLE t (id int primary key, v int); GRANT ALL ON t TO PUBLIC;",
+    );
+    old_and_new()
+        .new
+        .psql(&db, "ALTER TABLE t ADD CHECK (v < 100)")
+        .unwrap();
+    old_and_new()
+        .old
+        .psql(
+            &db,
+            "CREATE FUNCTION only_old() RETURNS int LANGUAGE sql AS 'SELECT 7'",
+        )
+        .unwrap();
+    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    let hub = &proxy.inner().shared().mirroring;
+    // Sessions leave the list as they end: look for the reason.
+    let diverged_reason = |reason: &str| {
+        let list = hub.diverged();
+        assert!(list.iter().any(|d| d.reason.contains(reason)), "{list:?}");
+    };
+
+    // A read-only transaction whose read fails on NEW: nothing lost.
+    let c = proxy.client().await;
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("SELECT only_old()").await.unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    proxy.mirrors_drained().await;
+    assert_eq!(hub.diverged_total(), 0);
+    assert_eq!(proxy.mirror_counters(BackendId::New).errors, 1);
+
+    // Writes, then a read that fails on NEW only: the COMMIT rolls back
+    // there. The read is not mirrored as a write, so only the lost
+    // COMMIT tells.
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("INSERT INTO t VALUES (1, 1)")
+        .await
+        .unwrap();
+    c.batch_execute("SELECT only_old()").await.unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    proxy.mirrors_drained().await;
+    diverged_reason("committed a transaction the mirror rolled back");
+    assert_eq!(hub.diverged_total(), 1);
+    drop(c);
+
+    // A write NEW refuses, inside a transaction.
+    let c = proxy.client().await;
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("INSERT INTO t VALUES (2, 500)")
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO t VALUES (3, 3)")
+        .await
+        .unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    proxy.mirrors_drained().await;
+    diverged_reason("a write failed on the mirror only");
+    assert_eq!(hub.diverged_total(), 2);
+    drop(c);
+
+    // And outside one (the mirror wraps it and rolls it back).
+    let c = proxy.client().await;
+    c.execute("INSERT INTO t VALUES ($1, $2)", &[&4i32, &600i32])
+        .await
+        .unwrap();
+    proxy.mirrors_drained().await;
+    diverged_reason("a write failed on the mirror only");
+
+    let rows = "SELECT string_agg(id::text, ',' ORDER BY id) FROM t";
+    assert_eq!(on_both(&db, rows).await, ["1,2,3,4", "NULL"]);
+    assert_eq!(hub.diverged_total(), 3);
+    let counters = proxy.mirror_counters(BackendId::New);
+    // Both reads, the refused INSERT and the one after it (its
+    // transaction had failed on NEW), the autocommit INSERT.
+    assert_eq!(counters.errors, 5, "{counters:?}");
+}
+
+/// DDL, TRUNCATE, CALL and DO run on the mirror as sent, not inside a
+/// transaction of its own. When the primary refused one the mirror
+/// applied, NEW is ahead of OLD: counted and the session diverged.
+#[tokio::test]
+async fn a_statement_applied_on_the_mirror_only_marks_the_session_diverged() {
+    let db = fresh_db("mirror_only_applied");
+    psql_both(
+        &db,
+        "CREATE TABLE t (id int); GRANT ALL ON t TO PUBLIC; INSERT INTO t VALUES (1);",
+    );
+    old_and_new()
+        .old
+        .psql(&db, "CREATE TABLE only_old (id int)")
+        .unwrap();
+    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    let hub = &proxy.inner().shared().mirroring;
+    let c = proxy.client().await;
+    // Applied on both: nothing to report.
+    c.batch_execute("CREATE TABLE both_sides (id int)")
+        .await
+        .unwrap();
+    c.batch_execute("TRUNCATE t").await.unwrap();
+    proxy.mirrors_drained().await;
+    assert_eq!(hub.diverged_total(), 0);
+    assert_eq!(proxy.mirror_counters(BackendId::New).errors, 0);
+
+    let err = c
+        .batch_execute("CREATE TABLE only_old (id int)")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::DUPLICATE_TABLE)
+    );
+    proxy.mirrors_drained().await;
+    let list = hub.diverged();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert!(
+        list[0]
+            .reason
+            .contains("applied on the mirror, failed on the primary"),
+        "{}",
+        list[0].reason
+    );
+    let counters = proxy.mirror_counters(BackendId::New);
+    assert_eq!((counters.errors, counters.dropped), (1, 0), "{counters:?}");
+    let exists = "SELECT count(*) FROM pg_tables WHERE tablename = 'only_old'";
+    assert_eq!(on_both(&db, exists).await, ["1", "1"]);
 }
 
 /// In sync mode the client's ReadyForQuery waits for the mirror; a COPY

@@ -232,6 +232,70 @@ async fn a_held_begin_goes_where_the_first_statement_goes() {
     );
 }
 
+/// Savepoint commands between BEGIN and the first routed statement are
+/// held with the BEGIN and go where that statement goes (guarantee 2):
+/// separate Queries, one Query, and the extended protocol, which
+/// tokio-postgres uses to prepare and then run each statement.
+#[tokio::test]
+async fn savepoints_before_the_first_statement_are_held_with_the_begin() {
+    let db = fresh_db("route_savepoint");
+    mark_sides(&db);
+    pgshift_tests::psql_both(&db, "CREATE TABLE t (v text); GRANT ALL ON t TO PUBLIC;");
+    let proxy = proxy_with(&db, READS_OF_WHEREAMI_TO_NEW).await;
+    let c = proxy.client().await;
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("SAVEPOINT a").await.unwrap();
+    c.batch_execute("SAVEPOINT b").await.unwrap();
+    c.batch_execute("ROLLBACK TO SAVEPOINT a").await.unwrap();
+    c.batch_execute("RELEASE a").await.unwrap();
+    assert_eq!(side_simple(&c).await, "new");
+    c.batch_execute("INSERT INTO t VALUES ('1')").await.unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+
+    c.batch_execute("BEGIN; SAVEPOINT a").await.unwrap();
+    assert_eq!(side_simple(&c).await, "new");
+    c.batch_execute("INSERT INTO t VALUES ('gone')")
+        .await
+        .unwrap();
+    // The held SAVEPOINT reached NEW with the BEGIN.
+    c.batch_execute("ROLLBACK TO SAVEPOINT a").await.unwrap();
+    c.batch_execute("INSERT INTO t VALUES ('2')").await.unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+
+    c.execute("BEGIN", &[]).await.unwrap();
+    c.execute("SAVEPOINT c", &[]).await.unwrap();
+    assert_eq!(side(&c).await, "new");
+    c.execute("RELEASE SAVEPOINT c", &[]).await.unwrap();
+    c.execute("INSERT INTO t VALUES ('3')", &[]).await.unwrap();
+    c.execute("COMMIT", &[]).await.unwrap();
+
+    // A savepoint that does not exist: Postgres' own error.
+    c.batch_execute("BEGIN").await.unwrap();
+    let err = c.batch_execute("RELEASE nope").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::S_E_INVALID_SPECIFICATION)
+    );
+    c.batch_execute("ROLLBACK").await.unwrap();
+    // A transaction of savepoints only is answered without a backend.
+    c.batch_execute("BEGIN; SAVEPOINT x").await.unwrap();
+    c.execute("SAVEPOINT y", &[]).await.unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(side_simple(&c).await, "new");
+
+    let rows = "SELECT coalesce(string_agg(v, ',' ORDER BY v), '') FROM t";
+    let on = |url: String| async move {
+        pgshift_tests::connect(&url)
+            .await
+            .query_one(rows, &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+    };
+    assert_eq!(on(url_new(&db)).await, "1,2,3");
+    assert_eq!(on(url_old(&db)).await, "");
+}
+
 #[tokio::test]
 async fn a_multi_statement_query_is_pinned_to_one_backend() {
     let db = fresh_db("route_multi");

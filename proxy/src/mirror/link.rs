@@ -63,17 +63,26 @@ pub struct StatementJob {
     /// The statement's labels for `pgshift_statements_total`.
     pub tally: crate::telemetry::Tally,
     pub write: bool,
+    /// A write in the narrow sense (DML, DDL, COPY): what a transaction
+    /// the mirror loses would take with it.
+    pub changes_data: bool,
     /// The batch runs a statement (not only Parse/Describe): counted and
     /// timed as one.
     pub executes: bool,
-    /// The primary's outcome, awaited before the mirror runs the batch,
-    /// when the batch is compared or ends a transaction.
+    /// The primary's outcome: awaited before the mirror runs the batch
+    /// when the batch is compared, wrapped or ends a transaction; else
+    /// only when the mirror's answer needs it (a failure to tell from the
+    /// primary's, a write applied alone).
     pub primary: Option<oneshot::Receiver<PrimaryOutcome>>,
     /// Ends a transaction: replay it as ROLLBACK unless the primary committed.
     pub ends_transaction: bool,
     /// A write outside any transaction: run it inside BEGIN and COMMIT
     /// only if the primary's batch succeeded, else ROLLBACK.
     pub wrap: bool,
+    /// A write run outside any transaction and not wrapped in one (DDL,
+    /// TRUNCATE, CALL, DO): applied on the mirror whatever the primary's
+    /// outcome, which is then checked.
+    pub applies_alone: bool,
     /// One statement, no transaction control: when the primary's run is
     /// cancelled, cancelling the mirror's copy leaves it where the
     /// primary is. (Cancelling a batch with a COMMIT inside could stop it

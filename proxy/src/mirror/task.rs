@@ -59,6 +59,9 @@ struct Conn {
     stream: Stream,
     buf: BytesMut,
     cancel: backend::CancelKey,
+    /// The transaction open on the connection has changed data: losing
+    /// it (a COMMIT that reports ROLLBACK) loses writes.
+    txn_changed_data: bool,
 }
 
 /// What the mirror waits on besides its own socket.
@@ -128,6 +131,11 @@ struct Answer {
     /// A Query after extended-protocol messages was skipped, since one of
     /// them failed (see [`StatementJob::run_after`]).
     skipped_run: bool,
+    /// A COMMIT reported COMMIT (one in a failed transaction reports
+    /// ROLLBACK).
+    committed: bool,
+    /// The last ReadyForQuery's transaction status.
+    status: u8,
 }
 
 /// Lets [`receive`] cancel the statement it awaits when the primary's run
@@ -274,6 +282,7 @@ async fn connect(
         stream: c.stream,
         buf: c.leftover,
         cancel: c.cancel,
+        txn_changed_data: false,
     })
 }
 
@@ -365,6 +374,10 @@ async fn process(
             send(c, &item.bytes).await?;
         }
         let answer = receive(c, answers, None, None, None).await?;
+        // pgshift's own ROLLBACK of a dropped transaction is one of these.
+        if answer.status == b'I' {
+            c.txn_changed_data = false;
+        }
         if let Some((code, message)) = answer.error {
             shared
                 .mirroring
@@ -386,10 +399,16 @@ async fn process(
         Sent::At { at, last } => (at, last),
         Sent::No => (Instant::now(), true),
     };
+    // Whether to commit waits as long as the primary runs; a comparison,
+    // bounded; anything else only if the answer below needs to know.
+    let mut later = None;
     let outcome = match job.primary.take() {
         Some(rx) if job.wrap || job.ends_transaction => rx.await.ok(),
-        Some(rx) => waits.primary.wait(rx).await.ok().and_then(Result::ok),
-        None => None,
+        Some(rx) if job.compare.is_some() => waits.primary.wait(rx).await.ok().and_then(Result::ok),
+        rx => {
+            later = rx;
+            None
+        }
     };
     // Whether the batch itself went out (rather than a ROLLBACK for it).
     let mut ran = true;
@@ -438,11 +457,12 @@ async fn process(
     });
     let run_after = job.run_after.filter(|_| ran);
     let answer = receive(c, answers, digest.as_mut(), watch, run_after).await?;
+    let mut status = answer.status;
     if answer.skipped_run && (job.ends_transaction || job.run_ends_transaction) {
         // The skipped Query was to end the transaction, which the Sync
         // left open (and failed): end it, as the primary's did end.
         send(c, &rollback_query()).await?;
-        receive(c, 1, None, None, None).await?;
+        status = receive(c, 1, None, None, None).await?.status;
     }
     if own_transaction {
         let commit =
@@ -452,8 +472,16 @@ async fn process(
         } else {
             send(c, &rollback_query()).await?;
         }
-        receive(c, 1, None, None, None).await?;
+        status = receive(c, 1, None, None, None).await?.status;
     }
+    let changed_data = c.txn_changed_data || (ran && job.changes_data && answer.error.is_none());
+    c.txn_changed_data = changed_data && status != b'I';
+    let outcome = match later {
+        Some(rx) if answer.error.is_some() || job.applies_alone => {
+            waits.primary.wait(rx).await.ok().and_then(Result::ok)
+        }
+        _ => outcome,
+    };
     // Rolled back where the primary may have kept it.
     let rolled_back = if (own_transaction || job.ends_transaction) && outcome.is_none() {
         Some("primary's outcome unknown: rolled back on the mirror")
@@ -486,6 +514,19 @@ async fn process(
         counters.compare_skipped.fetch_add(1, Ordering::Relaxed);
     }
     let primary_sqlstate = outcome.as_ref().and_then(|o| o.sqlstate.clone());
+    if let Some(reason) = divergence(job, ran, outcome.as_ref(), &answer, changed_data) {
+        if job.applies_alone && answer.error.is_none() {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+            job.stats.record_mirror_error();
+            tracing::warn!(
+                %backend,
+                digest = %format!("{:016x}", job.stats.fingerprint()),
+                sqlstate = primary_sqlstate.as_deref().unwrap_or_default(),
+                "statement applied on the mirror failed on the primary"
+            );
+        }
+        diverge(shared, backend, session, reason);
+    }
     if let (Some(cj), Some(o), Some(d)) = (&job.compare, &outcome, digest) {
         let (Some(primary), mirror) = (o.summary.as_ref(), d.finish()) else {
             counters.compare_skipped.fetch_add(1, Ordering::Relaxed);
@@ -532,6 +573,37 @@ async fn process(
         }
     }
     Ok(())
+}
+
+/// How a batch the mirror ran left it apart from the primary, when it did
+/// and nothing else said so: a write that failed on the mirror only (its
+/// failure is counted on its own), one applied on the mirror that the
+/// primary refused, a transaction that changed data which the primary
+/// committed and the mirror rolled back (`changed_data`: it did so on the
+/// mirror). Unknown outcomes count as success: a wrapped or
+/// transaction-ending batch without one was rolled back and said so.
+fn divergence(
+    job: &StatementJob,
+    ran: bool,
+    outcome: Option<&PrimaryOutcome>,
+    answer: &Answer,
+    changed_data: bool,
+) -> Option<&'static str> {
+    let primary_failed = outcome.is_some_and(|o| o.sqlstate.is_some());
+    if !ran || answer.primary_cancelled {
+        return None;
+    }
+    if answer.error.is_some() {
+        return (job.write && !primary_failed).then_some("a write failed on the mirror only");
+    }
+    if job.applies_alone && primary_failed {
+        return Some("applied on the mirror, failed on the primary");
+    }
+    let commit_lost = job.ends_transaction
+        && changed_data
+        && outcome.is_some_and(PrimaryOutcome::committed)
+        && !answer.committed;
+    commit_lost.then_some("the primary committed a transaction the mirror rolled back")
 }
 
 async fn send(c: &mut Conn, bytes: &[u8]) -> Result<(), String> {
@@ -619,7 +691,11 @@ async fn receive(
         }
         let body = &c.buf[HEADER_LEN..h.frame_len];
         match h.tag {
-            tag::READY_FOR_QUERY => left -= 1,
+            tag::READY_FOR_QUERY => {
+                left -= 1;
+                answer.status = body.first().copied().unwrap_or_default();
+            }
+            tag::COMMAND_COMPLETE => answer.committed |= body.starts_with(b"COMMIT"),
             tag::NOTICE_RESPONSE => {
                 answer.already_in_transaction |=
                     ErrorFields::new(body).sqlstate() == Some(b"25001");

@@ -30,8 +30,9 @@ use crate::telemetry::Tally;
 /// A mirrored batch in the making.
 pub(super) struct BatchMirror {
     target: BackendId,
-    /// A held BEGIN (its own batch) to replay first.
-    begin: Option<Bytes>,
+    /// The held opening of the transaction (BEGIN, savepoints) to replay
+    /// first, and the answers it gets.
+    begin: Option<(Bytes, usize)>,
     bytes: BytesMut,
     /// The batch will be dropped (a COPY too large to hold): its messages
     /// are counted but no longer kept.
@@ -39,10 +40,14 @@ pub(super) struct BatchMirror {
     /// Names of statements the batch parses (the mirror gets them too).
     parsed: Vec<Bytes>,
     write: bool,
+    /// See [`StatementJob::changes_data`].
+    changes_data: bool,
     ends_transaction: bool,
     /// A write outside any transaction: the mirror runs it in one of its
     /// own and commits only if the primary's batch succeeded.
     wrap: bool,
+    /// See [`StatementJob::applies_alone`].
+    applies_alone: bool,
     /// Executes and Queries in the batch: none when it only prepares or
     /// describes (then it is not compared), one when a cancel of it can
     /// be followed on the mirror.
@@ -59,7 +64,7 @@ pub(super) struct BatchMirror {
     /// That Query ends the transaction.
     run_ends_transaction: bool,
     done: Option<oneshot::Sender<crate::session::observe::MirrorResult>>,
-    primary: Option<oneshot::Receiver<PrimaryOutcome>>,
+    primary: oneshot::Receiver<PrimaryOutcome>,
     compare: Option<CompareJob>,
     stats: Arc<DigestStats>,
     /// The target's rewriter, when its schema differs.
@@ -76,14 +81,11 @@ impl BatchMirror {
         self.run_after = Some(self.requests);
         if let Some(class) = class {
             self.run_ends_transaction = ends_transaction(class);
-            // Waiting for the primary's outcome before a COMMIT needs the
-            // outcome, which only a batch planned for it reports.
-            if self.primary.is_some() {
-                self.ends_transaction |= self.run_ends_transaction;
-            }
+            self.ends_transaction |= self.run_ends_transaction;
             let control = class.statements.iter().any(|s| s.txn.is_some());
             self.no_txn_control &= !control;
             self.wrap &= !control;
+            self.applies_alone &= !control && !self.ends_transaction;
         }
     }
 
@@ -205,15 +207,16 @@ impl Requests<'_> {
             && begun.is_none()
             && class.wrappable_write()
             && !self.in_transaction();
-        let (mut observer, primary) = if compare.is_some() || ends_transaction || sync || wrap {
-            let (o, rx) = Observer::new(compare.as_ref().map(|c| &c.opts));
-            (o.timed(Arc::clone(&stats), b, tally.clone()), Some(rx))
-        } else {
-            (
-                Observer::timing_only(Arc::clone(&stats), b, tally.clone()),
-                None,
-            )
-        };
+        let changes_data = matches!(kind, Kind::Write | Kind::Ddl | Kind::Copy);
+        let applies_alone = !wrap
+            && !ends_transaction
+            && begun.is_none()
+            && matches!(kind, Kind::Write | Kind::Ddl)
+            && !self.in_transaction();
+        // Every mirrored batch reports its outcome: a failure on the mirror
+        // is told from one on both sides by it.
+        let (observer, primary) = Observer::new(compare.as_ref().map(|c| &c.opts));
+        let mut observer = observer.timed(Arc::clone(&stats), b, tally.clone());
         let done = sync.then(|| {
             let (tx, rx) = oneshot::channel();
             let fail = self.loaded.config.mirror.on_mirror_error == MirrorErrorPolicy::Fail;
@@ -228,6 +231,7 @@ impl Requests<'_> {
         // batch (after the catch-up its statements may need).
         let mut begin = BytesMut::new();
         let mut parsed = Vec::new();
+        let answers = begun.as_deref().map_or(0, super::held::answers);
         for f in begun.iter().flatten() {
             begin.extend_from_slice(f.as_bytes());
             if f.tag() == tag::PARSE {
@@ -238,11 +242,12 @@ impl Requests<'_> {
         }
         self.batch_mirror = Some(BatchMirror {
             target,
-            begin: (!begin.is_empty()).then(|| begin.freeze()),
+            begin: (!begin.is_empty()).then(|| (begin.freeze(), answers)),
             bytes: BytesMut::new(),
             discarding: false,
             parsed,
             write: kind != Kind::Read,
+            changes_data,
             ends_transaction,
             wrap,
             runs: 0,
@@ -253,6 +258,7 @@ impl Requests<'_> {
             run_ends_transaction: false,
             done,
             primary,
+            applies_alone,
             compare,
             stats,
             rewriter: self.loaded.rewriters[target.index()].clone(),
@@ -349,8 +355,8 @@ impl Requests<'_> {
             self.state.also_parsed_on(name, slot);
         }
         self.mirror_catch_up(target);
-        if let Some(begin) = batch.begin.clone() {
-            self.mirror_control(target, begin, 1);
+        if let Some((begin, answers)) = batch.begin.clone() {
+            self.mirror_control(target, begin, answers);
         }
         let Some(link) = self.mirrors[i].as_ref() else {
             return Ok(());
@@ -383,10 +389,12 @@ impl Requests<'_> {
                 stats: Arc::clone(&batch.stats),
                 tally: batch.tally,
                 write,
+                changes_data: batch.changes_data,
                 executes,
-                primary: batch.primary,
+                primary: Some(batch.primary),
                 ends_transaction,
                 wrap: batch.wrap && executes,
+                applies_alone: batch.applies_alone && executes,
                 cancellable,
                 run_after: batch.run_after,
                 run_ends_transaction: batch.run_ends_transaction,

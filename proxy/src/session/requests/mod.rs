@@ -22,6 +22,7 @@ use pgshift_rules::route::SessionContext;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+mod held;
 mod mirroring;
 
 use super::expect::{CopyPhase, Expect, Expectations, Progress};
@@ -89,9 +90,9 @@ pub struct Requests<'a> {
     /// The backend of the latest batch; a transaction's pin.
     current: BackendId,
     batch: Batch,
-    /// A BEGIN answered by pgshift and not yet sent anywhere: a Query, or
-    /// extended-protocol messages ending with Sync.
-    held_begin: Option<Vec<Frame>>,
+    /// A transaction's opening answered by pgshift and not yet sent
+    /// anywhere: Queries, or extended-protocol messages ending with Sync.
+    held: Option<held::HeldTxn>,
     state: SessionState,
     /// The route of the latest decision; inside a transaction, the route
     /// the transaction started with (its mirror included).
@@ -144,7 +145,7 @@ impl<'a> Requests<'a> {
             out: [BytesMut::with_capacity(16 * 1024), BytesMut::new()],
             current: first,
             batch: Batch::Idle,
-            held_begin: None,
+            held: None,
             state: SessionState::default(),
             route: Route {
                 primary: first,
@@ -277,7 +278,7 @@ impl<'a> Requests<'a> {
         // With no rule that could apply, a statement that cannot change the
         // session's state (nor start a COPY) is routed without being parsed.
         let unparsed = matches!(self.batch, Batch::Idle)
-            && self.held_begin.is_none()
+            && self.held.is_none()
             && self.shared.current().router.constant_primary().is_some()
             && sql.as_deref().is_some_and(|s| !must_parse(s));
         let class = if unparsed {
@@ -459,148 +460,151 @@ impl<'a> Requests<'a> {
         Ok(())
     }
 
-    /// A lone BEGIN outside a transaction is answered here and sent later
-    /// with the statement that decides the transaction's backend; a
-    /// COMMIT or ROLLBACK of such an empty transaction is answered here too.
+    /// A BEGIN outside a transaction, with any savepoint commands after
+    /// it, is answered here and sent later with the statement that decides
+    /// the transaction's backends; savepoint commands and a COMMIT or
+    /// ROLLBACK while nothing else has come are answered here too.
     async fn try_hold_transaction(
         &mut self,
         class: &Classification,
         query: &Frame,
     ) -> Result<bool, RelayError> {
-        let [only] = class.statements.as_slice() else {
+        let controls: Option<Vec<&TxnControl>> =
+            class.statements.iter().map(|s| s.txn.as_ref()).collect();
+        let Some(controls) = controls.filter(|c| !c.is_empty()) else {
             return Ok(false);
         };
-        match (&only.txn, &self.held_begin) {
-            (Some(TxnControl::Begin), None) => {
-                // Only a session known to be idle can hold its BEGIN.
-                if !self.exp.is_empty() {
-                    self.flush().await?;
-                    self.exp.wait_empty().await;
-                }
-                if self.exp.visible_status() != TransactionStatus::Idle {
-                    return Ok(false);
-                }
-                self.held_begin = Some(vec![query.clone()]);
-                let tag = if starts_with_word(query_text(query.as_bytes()), "start") {
-                    "START TRANSACTION"
-                } else {
-                    "BEGIN"
-                };
-                self.synth(tag, TransactionStatus::InTransaction);
-                Ok(true)
-            }
-            (Some(TxnControl::Commit { chain: false }), Some(_)) => {
-                self.held_begin = None;
-                self.synth("COMMIT", TransactionStatus::Idle);
-                Ok(true)
-            }
-            (Some(TxnControl::Rollback { chain: false }), Some(_)) => {
-                self.held_begin = None;
-                self.synth("ROLLBACK", TransactionStatus::Idle);
-                Ok(true)
-            }
-            _ => Ok(false),
+        let begin_tag = begin_tag(query_text(query.as_bytes()));
+        let held = self.held.as_ref().map(|h| h.savepoints.as_slice());
+        let Some(hold) = held::plan(held, &controls, begin_tag) else {
+            return Ok(false);
+        };
+        if !self.may_hold().await? {
+            return Ok(false);
         }
+        let mut b = BytesMut::new();
+        let status = match hold {
+            held::Hold::Open { tags, savepoints } => {
+                for t in tags {
+                    command_complete(&mut b, t);
+                }
+                let held = self.held.get_or_insert_with(Default::default);
+                held.frames.push(query.clone());
+                held.savepoints = savepoints;
+                TransactionStatus::InTransaction
+            }
+            held::Hold::Close(t) => {
+                command_complete(&mut b, t);
+                self.release_held(&[])?;
+                TransactionStatus::Idle
+            }
+        };
+        encode::ready_for_query(&mut b, status);
+        self.exp.push(Expect::Synth {
+            bytes: b.freeze(),
+            status,
+        });
+        Ok(true)
     }
 
-    /// The extended-protocol form of [`Self::try_hold_transaction`]: a batch
-    /// (ending with Sync) that only begins, or only ends an empty held,
-    /// transaction is answered here. Gives the frames back when it is not
-    /// such a batch.
+    /// Whether pgshift may answer for the transaction: only a session
+    /// known to be idle can begin holding one.
+    async fn may_hold(&mut self) -> Result<bool, RelayError> {
+        if self.held.is_some() {
+            return Ok(true);
+        }
+        if !self.exp.is_empty() {
+            self.flush().await?;
+            self.exp.wait_empty().await;
+        }
+        Ok(self.exp.visible_status() == TransactionStatus::Idle)
+    }
+
+    /// The held transaction ended without reaching a backend. Statements
+    /// parsed in it (and in `also`, the batch ending it) exist for the
+    /// client; the backends get them with the next catch-up.
+    fn release_held(&mut self, also: &[Frame]) -> Result<(), RelayError> {
+        let held = self.held.take().unwrap_or_default();
+        for f in held.frames.iter().chain(also) {
+            if f.tag() == tag::PARSE {
+                let text = self.parse_text(f)?;
+                self.state.parsed_nowhere(parse_name(f), f.as_bytes(), text);
+            }
+        }
+        Ok(())
+    }
+
+    /// The extended-protocol form of [`Self::try_hold_transaction`], for a
+    /// batch ending with Sync. Gives the frames back when it is not such a
+    /// batch.
     async fn try_hold_extended(
         &mut self,
         frames: Vec<Frame>,
     ) -> Result<Option<Vec<Frame>>, RelayError> {
-        let Some((txn, begin_tag)) = self.batch_txn(&frames)? else {
+        let Some((runs, begin_tag)) = self.batch_txn(&frames)? else {
             return Ok(Some(frames));
         };
-        let status = match (&txn, &self.held_begin) {
-            (TxnControl::Begin, None) => {
-                if !self.exp.is_empty() {
-                    self.flush().await?;
-                    self.exp.wait_empty().await;
-                }
-                if self.exp.visible_status() != TransactionStatus::Idle {
-                    return Ok(Some(frames));
-                }
-                TransactionStatus::InTransaction
-            }
-            (
-                TxnControl::Commit { chain: false } | TxnControl::Rollback { chain: false },
-                Some(_),
-            ) => TransactionStatus::Idle,
-            _ => return Ok(Some(frames)),
+        let controls: Vec<&TxnControl> = runs.iter().collect();
+        let held = self.held.as_ref().map(|h| h.savepoints.as_slice());
+        let Some(hold) = held::plan(held, &controls, begin_tag) else {
+            return Ok(Some(frames));
         };
-        let command_tag = match txn {
-            TxnControl::Begin => begin_tag,
-            TxnControl::Commit { .. } => "COMMIT",
-            _ => "ROLLBACK",
+        if !self.may_hold().await? {
+            return Ok(Some(frames));
+        }
+        let (tags, status) = match &hold {
+            held::Hold::Open { tags, .. } => (tags.as_slice(), TransactionStatus::InTransaction),
+            held::Hold::Close(t) => (std::slice::from_ref(t), TransactionStatus::Idle),
         };
         let mut out = BytesMut::new();
+        let mut next = tags.iter();
         for f in &frames {
-            synth_reply(&mut out, f, command_tag, status);
+            let t = if f.tag() == tag::EXECUTE {
+                next.next().copied().unwrap_or_default()
+            } else {
+                ""
+            };
+            synth_reply(&mut out, f, t, status);
         }
         self.exp.push(Expect::Synth {
             bytes: out.freeze(),
             status,
         });
-        if status == TransactionStatus::Idle {
-            // Statements parsed in this batch exist for the client; the
-            // backends get them with the next catch-up.
-            for f in frames.iter().filter(|f| f.tag() == tag::PARSE) {
-                let text = self.parse_text(f)?;
-                self.state.parsed_nowhere(parse_name(f), f.as_bytes(), text);
+        match hold {
+            held::Hold::Open { savepoints, .. } => {
+                let held = self.held.get_or_insert_with(Default::default);
+                held.frames.extend(frames);
+                held.savepoints = savepoints;
             }
-            self.held_begin = None;
-        } else {
-            self.held_begin = Some(frames);
+            held::Hold::Close(_) => self.release_held(&frames)?,
         }
         Ok(None)
     }
 
-    /// When every statement an extended batch runs is the same kind of
-    /// transaction control (BEGIN, COMMIT or ROLLBACK), that kind and the
-    /// command tag a BEGIN would report.
+    /// When every statement an extended batch parses or runs is
+    /// transaction control, what each Execute runs (in order; none when it
+    /// only prepares) and the command tag a BEGIN among them would report.
     fn batch_txn(
         &self,
         frames: &[Frame],
-    ) -> Result<Option<(TxnControl, &'static str)>, RelayError> {
+    ) -> Result<Option<(Vec<TxnControl>, &'static str)>, RelayError> {
         let mut parsed: Vec<(&[u8], Arc<Classification>, Arc<str>)> = Vec::new();
-        let mut found: Option<(TxnControl, &'static str)> = None;
-        let mut executes = false;
-        let mut consider = |class: &Classification, sql: &str| -> bool {
-            let [only] = class.statements.as_slice() else {
-                return false;
-            };
-            let Some(txn) = &only.txn else { return false };
-            if !matches!(
-                txn,
-                TxnControl::Begin
-                    | TxnControl::Commit { chain: false }
-                    | TxnControl::Rollback { chain: false }
-            ) {
-                return false;
-            }
-            let tag = if starts_with_word(sql.as_bytes(), "start") {
-                "START TRANSACTION"
-            } else {
-                "BEGIN"
-            };
-            match &found {
-                None => {
-                    found = Some((txn.clone(), tag));
-                    true
-                }
-                Some((t, _)) => t == txn,
+        let mut runs = Vec::new();
+        let mut tag_of_begin = "BEGIN";
+        let only = |class: &Classification| -> Option<TxnControl> {
+            match class.statements.as_slice() {
+                [only] => only.txn.clone(),
+                _ => None,
             }
         };
+        let mut bound_txn: Option<TxnControl> = None;
         for f in frames {
             match f.tag() {
                 tag::PARSE => {
                     let (class, Some(sql)) = self.parse_text(f)? else {
                         return Ok(None);
                     };
-                    if !consider(&class, &sql) {
+                    if only(&class).is_none() {
                         return Ok(None);
                     }
                     parsed.push((parse_name(f), class, sql));
@@ -621,27 +625,25 @@ impl<'a> Requests<'a> {
                     let Some((class, sql)) = known else {
                         return Ok(None);
                     };
-                    if !consider(&class, &sql) {
+                    let Some(txn) = only(&class) else {
                         return Ok(None);
+                    };
+                    if txn == TxnControl::Begin {
+                        tag_of_begin = begin_tag(sql.as_bytes());
                     }
+                    bound_txn = Some(txn);
                 }
-                tag::EXECUTE => executes = true,
+                tag::EXECUTE => {
+                    let Some(txn) = &bound_txn else {
+                        return Ok(None);
+                    };
+                    runs.push(txn.clone());
+                }
                 tag::DESCRIBE | tag::SYNC => {}
                 _ => return Ok(None),
             }
         }
-        // Preparing a BEGIN (Parse and Sync, no Execute) begins nothing.
-        Ok(found.filter(|_| executes))
-    }
-
-    fn synth(&mut self, command_tag: &str, status: TransactionStatus) {
-        let mut b = BytesMut::new();
-        command_complete(&mut b, command_tag);
-        encode::ready_for_query(&mut b, status);
-        self.exp.push(Expect::Synth {
-            bytes: b.freeze(),
-            status,
-        });
+        Ok(Some((runs, tag_of_begin)))
     }
 
     // ---- extended protocol ----
@@ -889,7 +891,7 @@ impl<'a> Requests<'a> {
         statement: Option<(&Classification, &str)>,
     ) -> Result<BackendId, RelayError> {
         loop {
-            let pinned = self.held_begin.is_none() && self.in_transaction();
+            let pinned = self.held.is_none() && self.in_transaction();
             if pinned {
                 return Ok(self.current);
             }
@@ -987,16 +989,18 @@ impl<'a> Requests<'a> {
                 });
             }
         }
-        if let Some(begin) = self.held_begin.take() {
-            for f in &begin {
+        if let Some(held) = self.held.take() {
+            for f in &held.frames {
                 self.note_extended(f, b)?;
                 self.send(b, f);
             }
-            self.exp.push(Expect::Swallow {
-                backend: b,
-                what: "BEGIN",
-            });
-            self.begun = Some(begin);
+            for _ in 0..held::answers(&held.frames) {
+                self.exp.push(Expect::Swallow {
+                    backend: b,
+                    what: "BEGIN",
+                });
+            }
+            self.begun = Some(held.frames);
         }
         self.current = b;
         Ok(())
@@ -1157,6 +1161,15 @@ fn query_text(query_frame: &[u8]) -> &[u8] {
     query_frame
         .get(pgshift_protocol::HEADER_LEN..)
         .unwrap_or_default()
+}
+
+/// The command tag a BEGIN spelled as in `text` reports.
+fn begin_tag(text: &[u8]) -> &'static str {
+    if starts_with_word(text, "start") {
+        "START TRANSACTION"
+    } else {
+        "BEGIN"
+    }
 }
 
 fn starts_with_word(text: &[u8], word: &str) -> bool {
