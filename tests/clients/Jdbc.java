@@ -77,6 +77,35 @@ public class Jdbc {
                 }
             }
             ok("5 MB bytea round trip");
+
+            // A transaction that opens with a savepoint (BEGIN and SAVEPOINT
+            // in one batch), and a duplicate rolled back to another.
+            c.setAutoCommit(true);
+            try (Statement s = c.createStatement()) {
+                s.execute("CREATE TABLE IF NOT EXISTS jsp (id int primary key)");
+            }
+            c.setAutoCommit(false);
+            Savepoint first = c.setSavepoint();
+            try (Statement s = c.createStatement()) {
+                s.execute("INSERT INTO jsp VALUES (1)");
+                Savepoint dup = c.setSavepoint("dup");
+                try {
+                    s.execute("INSERT INTO jsp VALUES (1)");
+                    check(false, "duplicate accepted");
+                } catch (SQLException e) {
+                    check("23505".equals(e.getSQLState()), e.getSQLState());
+                    c.rollback(dup);
+                }
+                s.execute("INSERT INTO jsp VALUES (2)");
+                c.releaseSavepoint(first);
+                c.commit();
+                try (ResultSet rs = s.executeQuery("SELECT count(*) FROM jsp")) {
+                    rs.next();
+                    check(rs.getInt(1) == 2, "two rows after the savepoints");
+                }
+                c.commit();
+            }
+            ok("savepoints");
         }
         System.out.println(passed + " passed, 0 failed");
     }

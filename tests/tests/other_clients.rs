@@ -87,10 +87,7 @@ async fn postgres_js_mirrored_and_compared() {
     }
 }
 
-#[tokio::test]
-async fn jdbc() {
-    let db = fresh_db("jdbc");
-    let proxy = proxy_with(&db, "").await;
+async fn run_jdbc(db: &str, proxy: &pgshift_tests::TestProxy) {
     let url = format!(
         "jdbc:postgresql://{}:{}/{db}",
         proxy.addr.ip(),
@@ -100,5 +97,30 @@ async fn jdbc() {
     cmd.args(["-cp", "/usr/share/java/postgresql.jar"])
         .arg(clients_dir().join("Jdbc.java"))
         .args([url.as_str(), APP_USER, APP_PASSWORD]);
-    run(cmd, "4 passed, 0 failed").await;
+    run(cmd, "5 passed, 0 failed").await;
+}
+
+#[tokio::test]
+async fn jdbc() {
+    let db = fresh_db("jdbc");
+    let proxy = proxy_with(&db, "").await;
+    run_jdbc(&db, &proxy).await;
+}
+
+/// The same program with every statement mirrored to NEW: its savepoint
+/// transaction (which JDBC opens with BEGIN and SAVEPOINT in one batch)
+/// reaches NEW whole, and the duplicate it rolls back is no mirror error.
+#[tokio::test]
+async fn jdbc_with_dual_writes() {
+    let db = fresh_db("jdbc_mirrored");
+    let proxy = proxy_with(&db, "defaults: { primary: old, mirror: new }\n").await;
+    run_jdbc(&db, &proxy).await;
+    proxy.mirrors_drained().await;
+    let pair = pgshift_tests::old_and_new();
+    let dump = "SELECT string_agg(id::text, ',' ORDER BY id) FROM jsp";
+    assert_eq!(pair.old.psql(&db, dump).unwrap().trim(), "1,2");
+    assert_eq!(pair.new.psql(&db, dump).unwrap().trim(), "1,2");
+    let counters = proxy.mirror_counters(pgshift_rules::config::BackendId::New);
+    assert_eq!((counters.errors, counters.dropped), (0, 0), "{counters:?}");
+    assert_eq!(proxy.inner().shared().mirroring.diverged_total(), 0);
 }

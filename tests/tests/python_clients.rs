@@ -99,3 +99,27 @@ async fn psycopg_pipelines_failing_on_old_leave_new_like_old() {
     let counters = proxy.mirror_counters(pgshift_rules::config::BackendId::New);
     assert_eq!((counters.errors, counters.dropped), (0, 0), "{counters:?}");
 }
+
+/// Nested transactions of psycopg and asyncpg with dual writes: a
+/// transaction that opens with a savepoint is mirrored whole, and INSERTs
+/// that fail on both sides under a savepoint count no mirror error.
+#[tokio::test]
+async fn nested_transactions_are_mirrored_whole() {
+    let db = fresh_db("savepoints");
+    pgshift_tests::psql_both(
+        &db,
+        "CREATE TABLE t (id int PRIMARY KEY); GRANT ALL ON t TO PUBLIC",
+    );
+    let proxy = proxy_with(&db, "defaults: { primary: old, mirror: new }\n").await;
+    let stdout = run_script("savepoints.py", vec![proxy.conninfo(), proxy.url()]).await;
+    assert_eq!(stdout, "ok\n");
+    proxy.mirrors_drained().await;
+    let dump = "SELECT string_agg(id::text, ',' ORDER BY id) FROM t";
+    let pair = pgshift_tests::old_and_new();
+    let old = pair.old.psql(&db, dump).unwrap();
+    assert_eq!(old.trim(), "1,2,3,4,5");
+    assert_eq!(pair.new.psql(&db, dump).unwrap(), old);
+    let counters = proxy.mirror_counters(pgshift_rules::config::BackendId::New);
+    assert_eq!((counters.errors, counters.dropped), (0, 0), "{counters:?}");
+    assert_eq!(proxy.inner().shared().mirroring.diverged_total(), 0);
+}
