@@ -252,6 +252,9 @@ async fn savepoints_before_the_first_statement_are_held_with_the_begin() {
     c.batch_execute("INSERT INTO t VALUES ('1')").await.unwrap();
     c.batch_execute("COMMIT").await.unwrap();
 
+    // Each transaction starts from OLD, where the session's last
+    // statement ran: were a savepoint sent on its own, it would pin there.
+    c.batch_execute("SELECT 1").await.unwrap();
     c.batch_execute("BEGIN; SAVEPOINT a").await.unwrap();
     assert_eq!(side_simple(&c).await, "new");
     c.batch_execute("INSERT INTO t VALUES ('gone')")
@@ -262,6 +265,7 @@ async fn savepoints_before_the_first_statement_are_held_with_the_begin() {
     c.batch_execute("INSERT INTO t VALUES ('2')").await.unwrap();
     c.batch_execute("COMMIT").await.unwrap();
 
+    c.batch_execute("SELECT 1").await.unwrap();
     c.execute("BEGIN", &[]).await.unwrap();
     c.execute("SAVEPOINT c", &[]).await.unwrap();
     assert_eq!(side(&c).await, "new");
@@ -278,6 +282,7 @@ async fn savepoints_before_the_first_statement_are_held_with_the_begin() {
     );
     c.batch_execute("ROLLBACK").await.unwrap();
     // A transaction of savepoints only is answered without a backend.
+    c.batch_execute("SELECT 1").await.unwrap();
     c.batch_execute("BEGIN; SAVEPOINT x").await.unwrap();
     c.execute("SAVEPOINT y", &[]).await.unwrap();
     c.batch_execute("COMMIT").await.unwrap();

@@ -616,6 +616,10 @@ impl<'a> Requests<'a> {
                         .rev()
                         .find(|(n, _, _)| *n == b.statement)
                         .map(|(_, c, s)| (Arc::clone(c), Arc::clone(s)));
+                    let known = match known {
+                        Some(k) => Some(k),
+                        None => self.held_statement(b.statement)?,
+                    };
                     let known = known.or_else(|| {
                         self.state.statement(b.statement).map(|p| {
                             let sql = p.sql.clone().unwrap_or_else(|| Arc::from(""));
@@ -639,7 +643,9 @@ impl<'a> Requests<'a> {
                     };
                     runs.push(txn.clone());
                 }
-                tag::DESCRIBE | tag::SYNC => {}
+                // tokio-postgres closes each statement it prepared for one
+                // run; closing one that does not exist is no error.
+                tag::DESCRIBE | tag::CLOSE | tag::SYNC => {}
                 _ => return Ok(None),
             }
         }
@@ -679,6 +685,20 @@ impl<'a> Requests<'a> {
             }
         }
         Ok(())
+    }
+
+    /// A statement prepared by a batch that is held itself (a driver that
+    /// prepares each statement before running it): its class and text.
+    fn held_statement(&self, name: &[u8]) -> Result<Option<Deciding>, RelayError> {
+        let parse = self
+            .held
+            .iter()
+            .flat_map(|h| h.frames.iter().rev())
+            .find(|f| f.tag() == tag::PARSE && parse_name(f) == name);
+        Ok(match parse.map(|f| self.parse_text(f)).transpose()? {
+            Some((class, Some(sql))) => Some((class, sql)),
+            _ => None,
+        })
     }
 
     /// The statement that decides a batch's backend: a Parse's SQL, or the
@@ -1143,6 +1163,7 @@ fn synth_reply(out: &mut BytesMut, f: &Frame, command_tag: &str, status: Transac
     match f.tag() {
         tag::PARSE => encode::frame(out, b::PARSE_COMPLETE, |_| {}),
         tag::BIND => encode::frame(out, b::BIND_COMPLETE, |_| {}),
+        tag::CLOSE => encode::frame(out, b::CLOSE_COMPLETE, |_| {}),
         tag::DESCRIBE => {
             if f.body().first() == Some(&b'S') {
                 encode::frame(out, b::PARAMETER_DESCRIPTION, |o| {
