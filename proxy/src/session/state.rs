@@ -167,6 +167,13 @@ impl SessionState {
         }
     }
 
+    /// A Close pgshift answered itself (in a transaction that ended
+    /// before reaching a backend): each connection that has the statement
+    /// gets the Close with its next catch-up.
+    pub fn closed_nowhere(&mut self, name: &[u8]) {
+        self.closed(name, SLOTS);
+    }
+
     /// A Close of a prepared statement sent on connection `slot`.
     pub fn closed(&mut self, name: &[u8], slot: usize) {
         if let Some(p) = self.statements.remove(name) {
@@ -316,6 +323,20 @@ mod tests {
         assert_eq!(st.catch_up(2).parses, std::slice::from_ref(&second));
         assert_eq!(&st.statement(b"").unwrap().parse[..], &second[..]);
         assert!(st.catch_up(0).parses.is_empty());
+    }
+
+    #[test]
+    fn a_close_answered_by_pgshift_reaches_every_connection_later() {
+        let classifier = Classifier::new(16);
+        let mut st = SessionState::default();
+        let p = parse_msg("s1", "SELECT 1");
+        st.parsed(b"s1", &p, text(&classifier, "SELECT 1"), 0);
+        st.also_parsed_on(b"s1", 2);
+        st.closed_nowhere(b"s1");
+        assert!(st.statement(b"s1").is_none());
+        assert_eq!(st.catch_up(0).closes, [Bytes::from_static(b"s1")]);
+        assert_eq!(st.catch_up(2).closes, [Bytes::from_static(b"s1")]);
+        assert!(st.catch_up(1).closes.is_empty());
     }
 
     #[test]

@@ -521,14 +521,26 @@ impl<'a> Requests<'a> {
     }
 
     /// The held transaction ended without reaching a backend. Statements
-    /// parsed in it (and in `also`, the batch ending it) exist for the
-    /// client; the backends get them with the next catch-up.
+    /// parsed or closed in it (and in `also`, the batch ending it) are so
+    /// for the client; the backends follow with their next catch-up.
     fn release_held(&mut self, also: &[Frame]) -> Result<(), RelayError> {
         let held = self.held.take().unwrap_or_default();
         for f in held.frames.iter().chain(also) {
-            if f.tag() == tag::PARSE {
-                let text = self.parse_text(f)?;
-                self.state.parsed_nowhere(parse_name(f), f.as_bytes(), text);
+            match f.tag() {
+                tag::PARSE => {
+                    let text = self.parse_text(f)?;
+                    self.state.parsed_nowhere(parse_name(f), f.as_bytes(), text);
+                }
+                tag::CLOSE => {
+                    if let Ok(frontend::FrontendMessage::Close(t)) =
+                        frontend::FrontendMessage::parse(f)
+                    {
+                        if t.kind == TargetKind::Statement {
+                            self.state.closed_nowhere(t.name);
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         Ok(())
