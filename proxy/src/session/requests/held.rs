@@ -5,6 +5,7 @@
 //! Were `SAVEPOINT s` sent on its own, it would pin the transaction to
 //! whichever backend the session was on, unmirrored.
 
+use pgshift_protocol::backend::TransactionStatus;
 use pgshift_protocol::frontend::tag;
 use pgshift_protocol::Frame;
 use pgshift_rules::classify::TxnControl;
@@ -38,6 +39,24 @@ pub(super) enum Hold {
     },
     /// COMMIT or ROLLBACK of a transaction that never reached a backend.
     Close(&'static str),
+}
+
+impl Hold {
+    /// The command tags of the batch's statements, in order.
+    pub fn tags(&self) -> &[&'static str] {
+        match self {
+            Hold::Open { tags, .. } => tags,
+            Hold::Close(t) => std::slice::from_ref(t),
+        }
+    }
+
+    /// The transaction status the answer reports.
+    pub fn status(&self) -> TransactionStatus {
+        match self {
+            Hold::Open { .. } => TransactionStatus::InTransaction,
+            Hold::Close(_) => TransactionStatus::Idle,
+        }
+    }
 }
 
 /// Whether the statements of a batch (`controls`, in the order they run)

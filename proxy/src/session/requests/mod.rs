@@ -475,36 +475,54 @@ impl<'a> Requests<'a> {
             return Ok(false);
         };
         let begin_tag = begin_tag(query_text(query.as_bytes()));
-        let held = self.held.as_ref().map(|h| h.savepoints.as_slice());
-        let Some(hold) = held::plan(held, &controls, begin_tag) else {
+        let Some(hold) = self.plan_hold(&controls, begin_tag).await? else {
             return Ok(false);
         };
-        if !self.may_hold().await? {
-            return Ok(false);
+        let mut reply = BytesMut::new();
+        for t in hold.tags() {
+            command_complete(&mut reply, t);
         }
-        let mut b = BytesMut::new();
-        let status = match hold {
-            held::Hold::Open { tags, savepoints } => {
-                for t in tags {
-                    command_complete(&mut b, t);
-                }
-                let held = self.held.get_or_insert_with(Default::default);
-                held.frames.push(query.clone());
-                held.savepoints = savepoints;
-                TransactionStatus::InTransaction
-            }
-            held::Hold::Close(t) => {
-                command_complete(&mut b, t);
-                self.release_held(&[])?;
-                TransactionStatus::Idle
-            }
-        };
-        encode::ready_for_query(&mut b, status);
-        self.exp.push(Expect::Synth {
-            bytes: b.freeze(),
-            status,
-        });
+        encode::ready_for_query(&mut reply, hold.status());
+        self.keep_held(hold, vec![query.clone()], reply)?;
         Ok(true)
+    }
+
+    /// [`held::plan`] for this session's held transaction, when pgshift
+    /// may answer for it.
+    async fn plan_hold(
+        &mut self,
+        controls: &[&TxnControl],
+        begin_tag: &'static str,
+    ) -> Result<Option<held::Hold>, RelayError> {
+        let held = self.held.as_ref().map(|h| h.savepoints.as_slice());
+        let Some(hold) = held::plan(held, controls, begin_tag) else {
+            return Ok(None);
+        };
+        Ok(self.may_hold().await?.then_some(hold))
+    }
+
+    /// Answers a batch pgshift holds with `reply`, and keeps its frames
+    /// for the transaction's backends, or lets the transaction go when
+    /// the batch ends it.
+    fn keep_held(
+        &mut self,
+        hold: held::Hold,
+        frames: Vec<Frame>,
+        reply: BytesMut,
+    ) -> Result<(), RelayError> {
+        self.exp.push(Expect::Synth {
+            bytes: reply.freeze(),
+            status: hold.status(),
+        });
+        match hold {
+            held::Hold::Open { savepoints, .. } => {
+                let held = self.held.get_or_insert_with(Default::default);
+                held.frames.extend(frames);
+                held.savepoints = savepoints;
+                Ok(())
+            }
+            held::Hold::Close(_) => self.release_held(&frames),
+        }
     }
 
     /// Whether pgshift may answer for the transaction: only a session
@@ -532,12 +550,8 @@ impl<'a> Requests<'a> {
                     self.state.parsed_nowhere(parse_name(f), f.as_bytes(), text);
                 }
                 tag::CLOSE => {
-                    if let Ok(frontend::FrontendMessage::Close(t)) =
-                        frontend::FrontendMessage::parse(f)
-                    {
-                        if t.kind == TargetKind::Statement {
-                            self.state.closed_nowhere(t.name);
-                        }
+                    if let Some(name) = closed_statement(f) {
+                        self.state.closed_nowhere(name);
                     }
                 }
                 _ => {}
@@ -557,39 +571,20 @@ impl<'a> Requests<'a> {
             return Ok(Some(frames));
         };
         let controls: Vec<&TxnControl> = runs.iter().collect();
-        let held = self.held.as_ref().map(|h| h.savepoints.as_slice());
-        let Some(hold) = held::plan(held, &controls, begin_tag) else {
+        let Some(hold) = self.plan_hold(&controls, begin_tag).await? else {
             return Ok(Some(frames));
         };
-        if !self.may_hold().await? {
-            return Ok(Some(frames));
-        }
-        let (tags, status) = match &hold {
-            held::Hold::Open { tags, .. } => (tags.as_slice(), TransactionStatus::InTransaction),
-            held::Hold::Close(t) => (std::slice::from_ref(t), TransactionStatus::Idle),
-        };
-        let mut out = BytesMut::new();
-        let mut next = tags.iter();
+        let mut reply = BytesMut::new();
+        let mut tags = hold.tags().iter();
         for f in &frames {
             let t = if f.tag() == tag::EXECUTE {
-                next.next().copied().unwrap_or_default()
+                tags.next().copied().unwrap_or_default()
             } else {
                 ""
             };
-            synth_reply(&mut out, f, t, status);
+            synth_reply(&mut reply, f, t, hold.status());
         }
-        self.exp.push(Expect::Synth {
-            bytes: out.freeze(),
-            status,
-        });
-        match hold {
-            held::Hold::Open { savepoints, .. } => {
-                let held = self.held.get_or_insert_with(Default::default);
-                held.frames.extend(frames);
-                held.savepoints = savepoints;
-            }
-            held::Hold::Close(_) => self.release_held(&frames)?,
-        }
+        self.keep_held(hold, frames, reply)?;
         Ok(None)
     }
 
@@ -603,12 +598,6 @@ impl<'a> Requests<'a> {
         let mut parsed: Vec<(&[u8], Arc<Classification>, Arc<str>)> = Vec::new();
         let mut runs = Vec::new();
         let mut tag_of_begin = "BEGIN";
-        let only = |class: &Classification| -> Option<TxnControl> {
-            match class.statements.as_slice() {
-                [only] => only.txn.clone(),
-                _ => None,
-            }
-        };
         let mut bound_txn: Option<TxnControl> = None;
         for f in frames {
             match f.tag() {
@@ -616,7 +605,7 @@ impl<'a> Requests<'a> {
                     let (class, Some(sql)) = self.parse_text(f)? else {
                         return Ok(None);
                     };
-                    if only(&class).is_none() {
+                    if only_txn(&class).is_none() {
                         return Ok(None);
                     }
                     parsed.push((parse_name(f), class, sql));
@@ -641,7 +630,7 @@ impl<'a> Requests<'a> {
                     let Some((class, sql)) = known else {
                         return Ok(None);
                     };
-                    let Some(txn) = only(&class) else {
+                    let Some(txn) = only_txn(&class).cloned() else {
                         return Ok(None);
                     };
                     if txn == TxnControl::Begin {
@@ -789,12 +778,8 @@ impl<'a> Requests<'a> {
                 }
             }
             tag::CLOSE => {
-                if let Ok(frontend::FrontendMessage::Close(t)) =
-                    frontend::FrontendMessage::parse(frame)
-                {
-                    if t.kind == TargetKind::Statement {
-                        self.state.closed(t.name, link_slot(b));
-                    }
+                if let Some(name) = closed_statement(frame) {
+                    self.state.closed(name, link_slot(b));
                 }
             }
             _ => {}
@@ -1187,6 +1172,22 @@ fn synth_reply(out: &mut BytesMut, f: &Frame, command_tag: &str, status: Transac
         tag::EXECUTE => command_complete(out, command_tag),
         tag::SYNC => encode::ready_for_query(out, status),
         _ => {}
+    }
+}
+
+/// The transaction control a text is, when it is one statement of it.
+fn only_txn(class: &Classification) -> Option<&TxnControl> {
+    match class.statements.as_slice() {
+        [only] => only.txn.as_ref(),
+        _ => None,
+    }
+}
+
+/// The prepared statement a Close message closes (not a portal).
+fn closed_statement(frame: &Frame) -> Option<&[u8]> {
+    match frontend::FrontendMessage::parse(frame) {
+        Ok(frontend::FrontendMessage::Close(t)) if t.kind == TargetKind::Statement => Some(t.name),
+        _ => None,
     }
 }
 
