@@ -599,6 +599,53 @@ fn protocol_corners() -> Vec<(&'static str, Vec<pgshift_tests::raw::Msg>)> {
                 CopyDone,
             ],
         ),
+        // pgshift answers a BEGIN and the savepoint commands after it
+        // itself, until a statement decides the transaction's backend;
+        // one naming a savepoint that does not exist goes to Postgres.
+        (
+            "savepoints before the first statement, one unknown",
+            vec![
+                Query("BEGIN"),
+                Query("SAVEPOINT a"),
+                Query("SAVEPOINT b"),
+                Query("ROLLBACK TO SAVEPOINT a"),
+                Query("RELEASE a"),
+                Query("ROLLBACK TO a"),
+                Query("ROLLBACK"),
+            ],
+        ),
+        (
+            "a transaction of savepoints only",
+            vec![
+                Query("START TRANSACTION; SAVEPOINT a"),
+                Query("RELEASE a"),
+                Query("COMMIT"),
+            ],
+        ),
+        (
+            "savepoints through the extended protocol",
+            vec![
+                Parse("BEGIN"),
+                Bind,
+                Execute,
+                Sync,
+                Parse("SAVEPOINT a"),
+                Bind,
+                Execute,
+                Sync,
+                Parse("SELECT 1"),
+                Bind,
+                Execute,
+                Sync,
+                Parse("ROLLBACK TO SAVEPOINT a"),
+                Bind,
+                Execute,
+                Parse("COMMIT"),
+                Bind,
+                Execute,
+                Sync,
+            ],
+        ),
         ("rows copied", vec![Query("SELECT count(*) FROM u")]),
     ]
 }
