@@ -514,8 +514,9 @@ async fn process(
         counters.compare_skipped.fetch_add(1, Ordering::Relaxed);
     }
     let primary_sqlstate = outcome.as_ref().and_then(|o| o.sqlstate.clone());
-    if let Some(reason) = divergence(job, ran, outcome.as_ref(), &answer, changed_data) {
-        if job.applies_alone && answer.error.is_none() {
+    if let Some(apart) = divergence(job, ran, outcome.as_ref(), &answer, changed_data) {
+        // The mirror's own failure is counted with the others below.
+        if apart == Apart::AppliedOnMirrorOnly {
             counters.errors.fetch_add(1, Ordering::Relaxed);
             job.stats.record_mirror_error();
             tracing::warn!(
@@ -525,7 +526,7 @@ async fn process(
                 "statement applied on the mirror failed on the primary"
             );
         }
-        diverge(shared, backend, session, reason);
+        diverge(shared, backend, session, apart.reason());
     }
     if let (Some(cj), Some(o), Some(d)) = (&job.compare, &outcome, digest) {
         let (Some(primary), mirror) = (o.summary.as_ref(), d.finish()) else {
@@ -575,12 +576,32 @@ async fn process(
     Ok(())
 }
 
-/// How a batch the mirror ran left it apart from the primary, when it did
-/// and nothing else said so: a write that failed on the mirror only (its
-/// failure is counted on its own), one applied on the mirror that the
-/// primary refused, a transaction that changed data which the primary
-/// committed and the mirror rolled back (`changed_data`: it did so on the
-/// mirror). Unknown outcomes count as success: a wrapped or
+/// How a batch left the mirror apart from the primary.
+#[derive(Clone, Copy, PartialEq)]
+enum Apart {
+    /// A write failed on the mirror only.
+    FailedOnMirrorOnly,
+    /// A statement run unwrapped (DDL, TRUNCATE, CALL, DO) was applied on
+    /// the mirror and refused by the primary.
+    AppliedOnMirrorOnly,
+    /// A transaction that changed data on the mirror, which the primary
+    /// committed, rolled back there.
+    CommitLost,
+}
+
+impl Apart {
+    fn reason(self) -> &'static str {
+        match self {
+            Apart::FailedOnMirrorOnly => "a write failed on the mirror only",
+            Apart::AppliedOnMirrorOnly => "applied on the mirror, failed on the primary",
+            Apart::CommitLost => "the primary committed a transaction the mirror rolled back",
+        }
+    }
+}
+
+/// Whether the batch the mirror ran left it apart from the primary in a
+/// way nothing else says (`changed_data`: the mirror's transaction had
+/// changed data). Unknown outcomes count as success: a wrapped or
 /// transaction-ending batch without one was rolled back and said so.
 fn divergence(
     job: &StatementJob,
@@ -588,22 +609,22 @@ fn divergence(
     outcome: Option<&PrimaryOutcome>,
     answer: &Answer,
     changed_data: bool,
-) -> Option<&'static str> {
+) -> Option<Apart> {
     let primary_failed = outcome.is_some_and(|o| o.sqlstate.is_some());
     if !ran || answer.primary_cancelled {
         return None;
     }
     if answer.error.is_some() {
-        return (job.write && !primary_failed).then_some("a write failed on the mirror only");
+        return (job.write && !primary_failed).then_some(Apart::FailedOnMirrorOnly);
     }
     if job.applies_alone && primary_failed {
-        return Some("applied on the mirror, failed on the primary");
+        return Some(Apart::AppliedOnMirrorOnly);
     }
     let commit_lost = job.ends_transaction
         && changed_data
         && outcome.is_some_and(PrimaryOutcome::committed)
         && !answer.committed;
-    commit_lost.then_some("the primary committed a transaction the mirror rolled back")
+    commit_lost.then_some(Apart::CommitLost)
 }
 
 async fn send(c: &mut Conn, bytes: &[u8]) -> Result<(), String> {
