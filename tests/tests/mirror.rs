@@ -1295,6 +1295,36 @@ async fn a_statement_applied_on_the_mirror_only_marks_the_session_diverged() {
     assert_eq!(on_both(&db, exists).await, ["1", "1"]);
 }
 
+/// tokio-postgres runs BEGIN as a named statement it prepares, runs and
+/// closes, all before the transaction's first routed statement: the
+/// statement must reach the mirror before the held BEGIN that runs it,
+/// even though it is closed by then, or the mirror runs the transaction
+/// in autocommit and keeps what the primary rolls back.
+#[tokio::test]
+async fn a_transaction_begun_through_a_prepared_statement_is_mirrored_as_one() {
+    let db = fresh_db("mirror_extended_begin");
+    psql_both(&db, "CREATE TABLE t (id int); GRANT ALL ON t TO PUBLIC;");
+    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    let c = proxy.client().await;
+    c.batch_execute("SELECT 1").await.unwrap();
+    for (id, end) in [(1i32, "ROLLBACK"), (2, "COMMIT")] {
+        c.execute("BEGIN", &[]).await.unwrap();
+        c.execute("INSERT INTO t VALUES ($1)", &[&id])
+            .await
+            .unwrap();
+        c.execute(end, &[]).await.unwrap();
+    }
+    proxy.mirrors_drained().await;
+    let rows = "SELECT string_agg(id::text, ',' ORDER BY id) FROM t";
+    assert_eq!(on_both(&db, rows).await, ["2", "2"]);
+    let counters = proxy.mirror_counters(BackendId::New);
+    assert_eq!(
+        (counters.errors, counters.dropped, counters.replay_errors),
+        (0, 0, 0),
+        "{counters:?}"
+    );
+}
+
 /// In sync mode the client's ReadyForQuery waits for the mirror; a COPY
 /// that fails before it begins must still be answered at once.
 #[tokio::test]

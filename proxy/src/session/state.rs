@@ -171,14 +171,15 @@ impl SessionState {
     /// before reaching a backend): each connection that has the statement
     /// gets the Close with its next catch-up.
     pub fn closed_nowhere(&mut self, name: &[u8]) {
-        self.closed(name, SLOTS);
+        self.closed(name, SLOTS, None);
     }
 
-    /// A Close of a prepared statement sent on connection `slot`.
-    pub fn closed(&mut self, name: &[u8], slot: usize) {
+    /// A Close of a prepared statement sent on connection `slot`, and with
+    /// the same batch on `also` (its mirror's).
+    pub fn closed(&mut self, name: &[u8], slot: usize, also: Option<usize>) {
         if let Some(p) = self.statements.remove(name) {
             for other in 0..SLOTS {
-                if other != slot && p.on[other] {
+                if other != slot && Some(other) != also && p.on[other] {
                     self.pending_close[other].push(Bytes::copy_from_slice(name));
                 }
             }
@@ -352,7 +353,7 @@ mod tests {
             .same_parse(b"s1", &parse_msg("s1", "COPY t TO STDOUT"))
             .is_none());
         assert!(st.same_parse(b"s2", &copy).is_none());
-        st.closed(b"s1", 0);
+        st.closed(b"s1", 0, None);
         assert!(st.same_parse(b"s1", &copy).is_none());
     }
 }

@@ -226,6 +226,10 @@ impl Requests<'_> {
         let link = self.ensure_mirror(target);
         let seq = link.next_seq();
         observer.on_cancel(Arc::clone(&link.state), seq);
+        // Statements the batch may run and then close reach the mirror
+        // now, while the session still has them: by the batch's end they
+        // may be gone.
+        self.mirror_catch_up(target);
         let observer = Some(observer);
         // The transaction's held BEGIN goes to the mirror just before the
         // batch (after the catch-up its statements may need).
@@ -526,6 +530,21 @@ impl Requests<'_> {
 
     /// The session state and prepared statements the mirror connection
     /// lacks, queued ahead of the batch.
+    /// Before a held transaction opening goes to `b`: the mirror the
+    /// route has gets the statements it may run and close (a driver that
+    /// prepares BEGIN, runs it and closes it) while they still exist.
+    pub(super) fn catch_up_mirror_before_held(&mut self, b: BackendId) -> Option<BackendId> {
+        let target = self.route.mirror.filter(|m| *m != b)?;
+        self.ensure_mirror(target);
+        self.mirror_catch_up(target);
+        Some(target)
+    }
+
+    /// The mirror the batch being sent goes to, if any.
+    pub(super) fn mirror_of_batch(&self) -> Option<BackendId> {
+        self.batch_mirror.as_ref().map(|m| m.target)
+    }
+
     fn mirror_catch_up(&mut self, target: BackendId) {
         let c = self.state.catch_up(mirror_slot(target));
         if c.is_empty() {

@@ -30,7 +30,7 @@ use super::observe::Observer;
 use super::relay::{End, RelayError};
 use super::responses::reserve_for_read;
 use super::rewriting;
-use super::state::{link_slot, ParseText, SessionState};
+use super::state::{link_slot, mirror_slot, ParseText, SessionState};
 use crate::backend::cancel::SessionCancel;
 use crate::backend::{self, ConnectOptions};
 use crate::mirror::link::MirrorLink;
@@ -779,7 +779,8 @@ impl<'a> Requests<'a> {
             }
             tag::CLOSE => {
                 if let Some(name) = closed_statement(frame) {
-                    self.state.closed(name, link_slot(b));
+                    let also = self.mirror_of_batch().map(mirror_slot);
+                    self.state.closed(name, link_slot(b), also);
                 }
             }
             _ => {}
@@ -1007,8 +1008,17 @@ impl<'a> Requests<'a> {
             }
         }
         if let Some(held) = self.held.take() {
+            // The held frames go to the route's mirror too (with the
+            // batch they open), which must have the statements they run
+            // and does not need their Closes again.
+            let mirror = self.catch_up_mirror_before_held(b);
             for f in &held.frames {
-                self.note_extended(f, b)?;
+                match closed_statement(f) {
+                    Some(name) => self
+                        .state
+                        .closed(name, link_slot(b), mirror.map(mirror_slot)),
+                    None => self.note_extended(f, b)?,
+                }
                 self.send(b, f);
             }
             for _ in 0..held::answers(&held.frames) {
