@@ -73,6 +73,14 @@ pub fn command_complete(body: &[u8]) -> Result<&[u8], ProtocolError> {
     r.cstr()
 }
 
+/// Whether a command tag ends a transaction keeping its work: `COMMIT`
+/// (also `COMMIT PREPARED`), or `PREPARE TRANSACTION`, which keeps it
+/// for a later COMMIT PREPARED. A COMMIT or PREPARE TRANSACTION of a
+/// failed transaction reports `ROLLBACK` instead.
+pub fn keeps_transaction(tag: &[u8]) -> bool {
+    tag.starts_with(b"COMMIT") || tag == b"PREPARE TRANSACTION"
+}
+
 /// The row count at the end of a command tag (`INSERT 0 5` → 5), if any.
 pub fn command_rows(tag: &[u8]) -> Option<u64> {
     let last = tag.rsplit(|b| *b == b' ').next()?;
@@ -293,5 +301,20 @@ mod tests {
         assert_eq!(command_rows(b"INSERT 0 5"), Some(5));
         assert_eq!(command_rows(b"UPDATE 3"), Some(3));
         assert_eq!(command_rows(b"BEGIN"), None);
+    }
+
+    #[test]
+    fn tags_that_keep_a_transaction() {
+        for kept in [&b"COMMIT"[..], b"COMMIT PREPARED", b"PREPARE TRANSACTION"] {
+            assert!(keeps_transaction(kept), "{kept:?}");
+        }
+        for lost in [
+            &b"ROLLBACK"[..],
+            b"ROLLBACK PREPARED",
+            b"PREPARE",
+            b"SELECT 1",
+        ] {
+            assert!(!keeps_transaction(lost), "{lost:?}");
+        }
     }
 }
