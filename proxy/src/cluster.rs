@@ -869,6 +869,7 @@ fn extra_postgresql_conf(opts: &ClusterOptions, port: u16, socket_dir: &Path) ->
          synchronous_commit = off\n\
          full_page_writes = off\n\
          max_connections = 300\n\
+         max_prepared_transactions = 20\n\
          shared_buffers = 128MB\n\
          password_encryption = {}\n\
          logging_collector = off\n\

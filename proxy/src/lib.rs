@@ -15,6 +15,7 @@ pub mod demo;
 mod gate;
 pub mod logging;
 pub mod mirror;
+pub mod prepared;
 pub mod reload;
 pub mod rewrites;
 pub mod server;

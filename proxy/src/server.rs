@@ -102,6 +102,8 @@ pub struct Shared {
     pub cancels: Arc<CancelRegistry>,
     pub classifier: Classifier,
     pub mirroring: crate::mirror::MirrorHub,
+    /// Where each two-phase transaction prepared through this pgshift lives.
+    pub prepared: Arc<crate::prepared::PreparedXacts>,
     /// Sessions' mirror tasks, which outlive their sessions until their
     /// queues are replayed (bounded by the shutdown grace period).
     pub mirror_tasks: TaskTracker,
@@ -326,6 +328,7 @@ pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow:
         cancels: Arc::new(CancelRegistry::default()),
         classifier: Classifier::new(CLASSIFIER_CAPACITY),
         mirroring: crate::mirror::MirrorHub::default(),
+        prepared: Arc::default(),
         mirror_tasks: TaskTracker::new(),
         digests: crate::stats::DigestStore::new(crate::stats::DEFAULT_CAPACITY),
         telemetry,

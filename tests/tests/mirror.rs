@@ -1325,6 +1325,105 @@ async fn a_transaction_begun_through_a_prepared_statement_is_mirrored_as_one() {
     );
 }
 
+/// A prepared transaction is prepared on the mirror too, and committed or
+/// rolled back there by whichever session finishes it on the primary:
+/// nothing lost, and nothing left prepared (holding its locks) on NEW.
+#[tokio::test]
+async fn two_phase_commit_is_mirrored() {
+    let db = fresh_db("mirror_two_phase");
+    psql_both(&db, "CREATE TABLE t (id int); GRANT ALL ON t TO PUBLIC;");
+    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    let gid = |n: &str| format!("{db}_{n}");
+    let c = proxy.client().await;
+    c.batch_execute(&format!(
+        "BEGIN; INSERT INTO t VALUES (1); PREPARE TRANSACTION '{}'",
+        gid("a")
+    ))
+    .await
+    .unwrap();
+    c.batch_execute(&format!("COMMIT PREPARED '{}'", gid("a")))
+        .await
+        .unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
+    c.batch_execute(&format!("PREPARE TRANSACTION '{}'", gid("b")))
+        .await
+        .unwrap();
+    c.batch_execute(&format!("ROLLBACK PREPARED '{}'", gid("b")))
+        .await
+        .unwrap();
+    // Extended protocol, finished by another session.
+    c.execute("BEGIN", &[]).await.unwrap();
+    c.execute("INSERT INTO t VALUES ($1)", &[&3i32])
+        .await
+        .unwrap();
+    c.execute(&format!("PREPARE TRANSACTION '{}'", gid("c")), &[])
+        .await
+        .unwrap();
+    let other = proxy.client().await;
+    other
+        .execute(&format!("COMMIT PREPARED '{}'", gid("c")), &[])
+        .await
+        .unwrap();
+    // A PREPARE of a failed transaction prepares nothing (it reports
+    // ROLLBACK), on either side.
+    c.batch_execute("BEGIN").await.unwrap();
+    assert!(c.batch_execute("SELECT 1/0").await.is_err());
+    c.batch_execute(&format!("PREPARE TRANSACTION '{}'", gid("d")))
+        .await
+        .unwrap();
+    proxy.mirrors_drained().await;
+    let rows = "SELECT string_agg(id::text, ',' ORDER BY id) FROM t";
+    assert_eq!(on_both(&db, rows).await, ["1,3", "1,3"]);
+    let left = format!("SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE '{db}%'");
+    assert_eq!(on_both(&db, &left).await, ["0", "0"]);
+    let counters = proxy.mirror_counters(BackendId::New);
+    assert_eq!((counters.errors, counters.dropped), (0, 0), "{counters:?}");
+    assert_eq!(proxy.inner().shared().mirroring.diverged_total(), 0);
+    assert_eq!(proxy.inner().shared().prepared.len(), 0);
+}
+
+/// A transaction the mirror fails to prepare (a deferred check only NEW
+/// has) is rolled back there: counted, the session marked diverged, and
+/// its COMMIT PREPARED is not sent to NEW, where there is nothing to
+/// commit.
+#[tokio::test]
+async fn a_prepare_failing_on_the_mirror_only_marks_the_session_diverged() {
+    let db = fresh_db("mirror_two_phase_fail");
+    psql_both(&db, "CREATE TABLE t (id int); GRANT ALL ON t TO PUBLIC;");
+    old_and_new()
+        .new
+        .psql(
+            &db,
+            "CREATE FUNCTION no_big() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN IF NEW.id > 100 THEN RAISE EXCEPTION 'too big for new'; END IF; RETURN NULL; END $$;
+             CREATE CONSTRAINT TRIGGER no_big AFTER INSERT ON t DEFERRABLE INITIALLY DEFERRED
+             FOR EACH ROW EXECUTE FUNCTION no_big();",
+        )
+        .unwrap();
+    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    let gid = format!("{db}_big");
+    let c = proxy.client().await;
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("INSERT INTO t VALUES (500)").await.unwrap();
+    c.batch_execute(&format!("PREPARE TRANSACTION '{gid}'"))
+        .await
+        .unwrap();
+    c.batch_execute(&format!("COMMIT PREPARED '{gid}'"))
+        .await
+        .unwrap();
+    proxy.mirrors_drained().await;
+    let rows = "SELECT string_agg(id::text, ',' ORDER BY id) FROM t";
+    assert_eq!(on_both(&db, rows).await, ["500", "NULL"]);
+    let left = format!("SELECT count(*) FROM pg_prepared_xacts WHERE gid = '{gid}'");
+    assert_eq!(on_both(&db, &left).await, ["0", "0"]);
+    let counters = proxy.mirror_counters(BackendId::New);
+    // The PREPARE failed there; its COMMIT PREPARED never went.
+    assert_eq!((counters.errors, counters.dropped), (1, 1), "{counters:?}");
+    let list = proxy.inner().shared().mirroring.diverged();
+    assert_eq!(list.len(), 1, "{list:?}");
+}
+
 /// In sync mode the client's ReadyForQuery waits for the mirror; a COPY
 /// that fails before it begins must still be answered at once.
 #[tokio::test]

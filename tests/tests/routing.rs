@@ -301,6 +301,92 @@ async fn savepoints_before_the_first_statement_are_held_with_the_begin() {
     assert_eq!(on(url_old(&db)).await, "");
 }
 
+/// COMMIT PREPARED and ROLLBACK PREPARED go to the backend that ran the
+/// PREPARE TRANSACTION, wherever the session (or another session) is by
+/// then: simple and extended protocol.
+#[tokio::test]
+async fn the_second_phase_of_two_phase_commit_follows_the_prepare() {
+    let db = fresh_db("route_two_phase");
+    mark_sides(&db);
+    pgshift_tests::psql_both(&db, "CREATE TABLE t (v text); GRANT ALL ON t TO PUBLIC;");
+    let proxy = proxy_with(&db, READS_OF_WHEREAMI_TO_NEW).await;
+    let c = proxy.client().await;
+    let gid = |n: &str| format!("{db}_{n}");
+
+    // Prepared on NEW, committed from OLD.
+    c.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(side_simple(&c).await, "new");
+    c.batch_execute("INSERT INTO t VALUES ('committed')")
+        .await
+        .unwrap();
+    c.batch_execute(&format!("PREPARE TRANSACTION '{}'", gid("a")))
+        .await
+        .unwrap();
+    c.batch_execute("SELECT 1").await.unwrap();
+    c.batch_execute(&format!("COMMIT PREPARED '{}'", gid("a")))
+        .await
+        .unwrap();
+
+    // The same through the extended protocol, rolled back.
+    c.execute("BEGIN", &[]).await.unwrap();
+    assert_eq!(side(&c).await, "new");
+    c.execute("INSERT INTO t VALUES ('rolled back')", &[])
+        .await
+        .unwrap();
+    c.execute(&format!("PREPARE TRANSACTION '{}'", gid("b")), &[])
+        .await
+        .unwrap();
+    c.execute("SELECT 1", &[]).await.unwrap();
+    c.execute(&format!("ROLLBACK PREPARED '{}'", gid("b")), &[])
+        .await
+        .unwrap();
+
+    // Prepared by one session, committed by another that is on OLD.
+    c.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(side_simple(&c).await, "new");
+    c.batch_execute("INSERT INTO t VALUES ('by another')")
+        .await
+        .unwrap();
+    c.batch_execute(&format!("PREPARE TRANSACTION '{}'", gid("c")))
+        .await
+        .unwrap();
+    let other = proxy.client().await;
+    other.batch_execute("SELECT 1").await.unwrap();
+    other
+        .execute(&format!("COMMIT PREPARED '{}'", gid("c")), &[])
+        .await
+        .unwrap();
+    // A gid nobody prepared: Postgres' own error, from where the session is.
+    let err = other
+        .batch_execute(&format!("COMMIT PREPARED '{}'", gid("none")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT)
+    );
+    assert_eq!(proxy.inner().shared().prepared.len(), 0);
+
+    let rows = "SELECT coalesce(string_agg(v, ',' ORDER BY v), '') FROM t";
+    assert_eq!(
+        query_text(&url_new(&db), rows).await,
+        "by another,committed"
+    );
+    assert_eq!(query_text(&url_old(&db), rows).await, "");
+    let left = format!("SELECT count(*)::text FROM pg_prepared_xacts WHERE gid LIKE '{db}%'");
+    assert_eq!(query_text(&url_new(&db), &left).await, "0");
+    assert_eq!(query_text(&url_old(&db), &left).await, "0");
+}
+
+async fn query_text(url: &str, sql: &str) -> String {
+    pgshift_tests::connect(url)
+        .await
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get::<_, String>(0)
+}
+
 #[tokio::test]
 async fn a_multi_statement_query_is_pinned_to_one_backend() {
     let db = fresh_db("route_multi");

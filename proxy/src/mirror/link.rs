@@ -10,6 +10,7 @@ use pgshift_rules::config::BackendId;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::compare::{CompareKind, DigestOptions};
+use crate::prepared::{MirrorPrepare, PrepareSignal};
 use crate::session::observe::PrimaryOutcome;
 use crate::stats::DigestStats;
 
@@ -99,6 +100,13 @@ pub struct StatementJob {
     pub primary_backend: BackendId,
     /// Sync mirroring: the client's answer waits for this.
     pub done: Option<oneshot::Sender<crate::session::observe::MirrorResult>>,
+    /// The batch is a PREPARE TRANSACTION: settled with whether the
+    /// mirror prepared it.
+    pub prepare: Option<PrepareSignal>,
+    /// The batch is a COMMIT or ROLLBACK PREPARED of a transaction whose
+    /// PREPARE went to this mirror, from this session or another: sent
+    /// once that PREPARE is answered, and only if it prepared.
+    pub after_prepare: Option<Arc<MirrorPrepare>>,
 }
 
 pub struct CompareJob {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
-use pgshift_protocol::backend::{tag, ErrorFields};
+use pgshift_protocol::backend::{command_complete, keeps_transaction, tag, ErrorFields};
 use pgshift_protocol::extended::Completions;
 use pgshift_protocol::{encode, peek_header, HEADER_LEN};
 use pgshift_rules::config::BackendId;
@@ -131,8 +131,8 @@ struct Answer {
     /// A Query after extended-protocol messages was skipped, since one of
     /// them failed (see [`StatementJob::run_after`]).
     skipped_run: bool,
-    /// A COMMIT reported COMMIT (one in a failed transaction reports
-    /// ROLLBACK).
+    /// A COMMIT reported COMMIT, or a PREPARE TRANSACTION reported that
+    /// (in a failed transaction either reports ROLLBACK).
     committed: bool,
     /// The last ReadyForQuery's transaction status.
     status: u8,
@@ -287,23 +287,29 @@ async fn connect(
 }
 
 /// Whether an item can go out before the primary's outcome is known:
-/// everything but a transaction's end.
+/// everything but a transaction's end, and the second phase of a
+/// two-phase commit, which waits for the mirror's first.
 fn sends_early(item: &MirrorItem) -> bool {
     match &item.job {
         Job::Replay => true,
-        Job::Statement(job) => !job.ends_transaction,
+        Job::Statement(job) => !job.ends_transaction && job.after_prepare.is_none(),
     }
 }
 
 /// Whether nothing may follow the item in the same write: a transaction's
 /// end, and a wrapped write, whose COMMIT or ROLLBACK must come before
-/// the next item.
+/// the next item; and what is not sent early (see [`sends_early`]).
 fn ends_batch(item: &MirrorItem) -> bool {
     match &item.job {
         Job::Replay => false,
         // A Query the mirror may skip must not have anything after it on
         // the wire, which Postgres would skip too.
-        Job::Statement(job) => job.ends_transaction || job.wrap || job.run_after.is_some(),
+        Job::Statement(job) => {
+            job.ends_transaction
+                || job.wrap
+                || job.run_after.is_some()
+                || job.after_prepare.is_some()
+        }
     }
 }
 
@@ -415,7 +421,29 @@ async fn process(
     // The primary committed part of the batch and then failed: what it
     // kept, the mirror never gets.
     let mut partly_committed = false;
-    if matches!(sent, Sent::No) {
+    if let Some(prepare) = job.after_prepare.take() {
+        if prepare.applied(PRIMARY_WAIT).await != Some(true) {
+            // Whoever sent the PREPARE saw it fail or go missing here, and
+            // said so; what it would have committed is not on the mirror.
+            not_applied(
+                shared,
+                backend,
+                session,
+                job,
+                "the mirror never prepared this transaction",
+            );
+            if let Some(done) = job.done.take() {
+                let _ = done.send(MirrorResult {
+                    error: Some((
+                        "42704".to_owned(),
+                        "the mirror never prepared this transaction".to_owned(),
+                    )),
+                });
+            }
+            return Ok(());
+        }
+        send(c, &item.bytes).await?;
+    } else if matches!(sent, Sent::No) {
         if outcome.as_ref().is_some_and(PrimaryOutcome::committed) {
             send(c, &item.bytes).await?;
         } else {
@@ -473,6 +501,9 @@ async fn process(
             send(c, &rollback_query()).await?;
         }
         status = receive(c, 1, None, None, None).await?.status;
+    }
+    if let Some(prepare) = job.prepare.take() {
+        prepare.applied(ran && answer.error.is_none() && answer.committed);
     }
     let changed_data = c.txn_changed_data || (ran && job.changes_data && answer.error.is_none());
     c.txn_changed_data = changed_data && status != b'I';
@@ -716,7 +747,9 @@ async fn receive(
                 left -= 1;
                 answer.status = body.first().copied().unwrap_or_default();
             }
-            tag::COMMAND_COMPLETE => answer.committed |= body.starts_with(b"COMMIT"),
+            tag::COMMAND_COMPLETE => {
+                answer.committed |= command_complete(body).is_ok_and(keeps_transaction);
+            }
             tag::NOTICE_RESPONSE => {
                 answer.already_in_transaction |=
                     ErrorFields::new(body).sqlstate() == Some(b"25001");

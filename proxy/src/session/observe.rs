@@ -12,6 +12,7 @@ use pgshift_rules::config::BackendId;
 
 use crate::compare::{DigestOptions, ResultDigest, ResultSummary, Role};
 use crate::mirror::link::MirrorState;
+use crate::prepared::{Prepared, PreparedXacts, TwoPhase};
 use crate::stats::DigestStats;
 use crate::telemetry::Tally;
 
@@ -25,7 +26,8 @@ pub struct PrimaryOutcome {
     /// Column positions the primary's digest ignored, so the mirror's
     /// digest ignores the same ones even if its column names differ.
     pub ignore_positions: Vec<usize>,
-    /// Some COMMIT of the batch committed, whatever came after it
+    /// Some COMMIT of the batch committed (or a PREPARE TRANSACTION kept
+    /// the transaction for COMMIT PREPARED), whatever came after it
     /// (`INSERT ...; COMMIT; SELECT 1/0` keeps the insert).
     pub committed_some: bool,
     pub sqlstate: Option<String>,
@@ -65,6 +67,38 @@ pub struct Observer {
     /// The mirror to tell, and the batch's number, when the primary's run
     /// is cancelled.
     cancel: Option<(Arc<MirrorState>, u64)>,
+    two_phase: Option<TwoPhaseWatch>,
+}
+
+/// A two-phase commit statement in the batch: what the primary's answer
+/// records of it.
+struct TwoPhaseWatch {
+    xacts: Arc<PreparedXacts>,
+    phase: TwoPhase,
+    /// Where a PREPARE TRANSACTION ran.
+    at: Option<Prepared>,
+}
+
+impl TwoPhaseWatch {
+    /// Whether `tag` is the statement's success. (A failed transaction's
+    /// PREPARE TRANSACTION reports ROLLBACK, and prepares nothing.)
+    fn done_by(&self, tag: &[u8]) -> bool {
+        match self.phase {
+            TwoPhase::Prepare(_) => tag == b"PREPARE TRANSACTION",
+            TwoPhase::Finish(_) => tag == b"COMMIT PREPARED" || tag == b"ROLLBACK PREPARED",
+        }
+    }
+
+    fn record(self) {
+        match &self.phase {
+            TwoPhase::Prepare(gid) => {
+                if let Some(at) = self.at {
+                    self.xacts.prepared(gid, at);
+                }
+            }
+            TwoPhase::Finish(gid) => self.xacts.finished(gid),
+        }
+    }
 }
 
 struct Timing {
@@ -105,6 +139,7 @@ impl Observer {
             done: Some(done),
             timing: None,
             cancel: None,
+            two_phase: None,
         };
         (Box::new(o), rx)
     }
@@ -120,6 +155,7 @@ impl Observer {
             done: None,
             timing: Some(Timing::new(stats, backend, tally)),
             cancel: None,
+            two_phase: None,
         })
     }
 
@@ -137,6 +173,17 @@ impl Observer {
     /// cancel, so the mirror can stop its copy.
     pub fn on_cancel(&mut self, mirror: Arc<MirrorState>, seq: u64) {
         self.cancel = Some((mirror, seq));
+    }
+
+    /// Records in `xacts` a gid the batch prepares (at `at`) or finishes,
+    /// once the primary has done so.
+    pub fn on_two_phase(
+        &mut self,
+        xacts: Arc<PreparedXacts>,
+        phase: TwoPhase,
+        at: Option<Prepared>,
+    ) {
+        self.two_phase = Some(TwoPhaseWatch { xacts, phase, at });
     }
 
     /// Whether DataRows must be seen whole (the digest hashes their values).
@@ -161,10 +208,18 @@ impl Observer {
                 if let Some(d) = &mut self.digest {
                     d.command_complete(body);
                 }
-                // Only the mirror asks; timing alone needs no look.
-                if self.done.is_some() {
-                    self.committed_some |= pgshift_protocol::backend::command_complete(body)
-                        .is_ok_and(|t| t.starts_with(b"COMMIT"));
+                // Only the mirror and two-phase commit ask; timing alone
+                // needs no look.
+                if self.done.is_some() || self.two_phase.is_some() {
+                    let tag = pgshift_protocol::backend::command_complete(body).unwrap_or_default();
+                    self.committed_some |= pgshift_protocol::backend::keeps_transaction(tag);
+                    // Recorded before the client hears of it, so that its
+                    // next statement, or another session's, finds it.
+                    if self.two_phase.as_ref().is_some_and(|w| w.done_by(tag)) {
+                        if let Some(w) = self.two_phase.take() {
+                            w.record();
+                        }
+                    }
                 }
             }
             tag::EMPTY_QUERY_RESPONSE | tag::PORTAL_SUSPENDED => self.ran = true,

@@ -20,6 +20,7 @@ use crate::compare::{CompareKind, DigestOptions};
 use crate::mirror::link::{CompareJob, Job, MirrorItem, MirrorLink, StatementJob};
 use crate::mirror::task::{self, SessionMeta};
 use crate::mirror::{now_rfc3339, Diverged};
+use crate::prepared::{MirrorPrepare, PrepareSignal, Prepared, PreparedXacts, TwoPhase};
 use crate::session::observe::{Observer, PrimaryOutcome};
 use crate::session::relay::RelayError;
 use crate::session::rewriting;
@@ -70,6 +71,9 @@ pub(super) struct BatchMirror {
     /// The target's rewriter, when its schema differs.
     rewriter: Option<Arc<Rewriter>>,
     tally: Tally,
+    /// See [`StatementJob::prepare`] and [`StatementJob::after_prepare`].
+    prepare: Option<PrepareSignal>,
+    after_prepare: Option<Arc<MirrorPrepare>>,
 }
 
 impl BatchMirror {
@@ -176,8 +180,18 @@ impl Requests<'_> {
             .map(|r| r.name.as_str());
         let mirror = self.route.mirror.filter(|m| *m != b);
         stats.record_call(b, mirror, rule_name);
+        let two_phase = TwoPhase::of(class);
         let Some(target) = mirror else {
-            return Some(Observer::timing_only(stats, b, tally));
+            let mut observer = Observer::timing_only(stats, b, tally);
+            if let Some(phase) = two_phase {
+                let at = Prepared {
+                    primary: b,
+                    mirror: None,
+                };
+                let at = matches!(phase, TwoPhase::Prepare(_)).then_some(at);
+                observer.on_two_phase(Arc::clone(&self.shared.prepared), phase, at);
+            }
+            return Some(observer);
         };
         let kind = class.kind();
         let ends_transaction = ends_txn || ends_transaction(class);
@@ -208,10 +222,11 @@ impl Requests<'_> {
             && class.wrappable_write()
             && !self.in_transaction();
         let changes_data = matches!(kind, Kind::Write | Kind::Ddl | Kind::Copy);
+        let finishes_prepared = matches!(two_phase, Some(TwoPhase::Finish(_)));
         let applies_alone = !wrap
             && !ends_transaction
             && begun.is_none()
-            && matches!(kind, Kind::Write | Kind::Ddl)
+            && (matches!(kind, Kind::Write | Kind::Ddl) || finishes_prepared)
             && !self.in_transaction();
         // Every mirrored batch reports its outcome: a failure on the mirror
         // is told from one on both sides by it.
@@ -223,6 +238,33 @@ impl Requests<'_> {
             observer.mirror_done = Some((rx, fail));
             tx
         });
+        // A PREPARE TRANSACTION is remembered with how the mirror's went;
+        // COMMIT or ROLLBACK PREPARED waits on the mirror for that.
+        let (mut prepare, mut after_prepare) = (None, None);
+        match two_phase {
+            Some(TwoPhase::Prepare(gid)) => {
+                let (signal, handle) = PreparedXacts::mirror_signal();
+                prepare = Some(signal);
+                let at = Prepared {
+                    primary: b,
+                    mirror: Some((target, handle)),
+                };
+                let phase = TwoPhase::Prepare(gid);
+                observer.on_two_phase(Arc::clone(&self.shared.prepared), phase, Some(at));
+            }
+            Some(TwoPhase::Finish(gid)) => {
+                after_prepare = self
+                    .shared
+                    .prepared
+                    .find(&gid)
+                    .and_then(|p| p.mirror)
+                    .filter(|(m, _)| *m == target)
+                    .map(|(_, handle)| handle);
+                let phase = TwoPhase::Finish(gid);
+                observer.on_two_phase(Arc::clone(&self.shared.prepared), phase, None);
+            }
+            None => {}
+        }
         let link = self.ensure_mirror(target);
         let seq = link.next_seq();
         observer.on_cancel(Arc::clone(&link.state), seq);
@@ -267,6 +309,8 @@ impl Requests<'_> {
             stats,
             rewriter: self.loaded.rewriters[target.index()].clone(),
             tally,
+            prepare,
+            after_prepare,
         });
         observer
     }
@@ -405,6 +449,9 @@ impl Requests<'_> {
                 compare,
                 primary_backend: target.other(),
                 done: batch.done,
+                // A batch that only prepares the statement commits nothing.
+                prepare: batch.prepare.filter(|_| executes),
+                after_prepare: batch.after_prepare.filter(|_| executes),
             })),
         );
         item.seq = batch.seq;

@@ -34,6 +34,7 @@ use super::state::{link_slot, mirror_slot, ParseText, SessionState};
 use crate::backend::cancel::SessionCancel;
 use crate::backend::{self, ConnectOptions};
 use crate::mirror::link::MirrorLink;
+use crate::prepared::{Prepared, TwoPhase};
 use crate::server::{Loaded, Shared};
 use crate::stream::{ReadHalf, WriteHalf};
 
@@ -703,7 +704,9 @@ impl<'a> Requests<'a> {
     }
 
     /// The statement that decides a batch's backend: a Parse's SQL, or the
-    /// statement a Bind names. Transaction control alone decides nothing.
+    /// statement a Bind names. Transaction control alone decides nothing,
+    /// but for two-phase commit's, whose gid says where it belongs (and
+    /// whose answer says where a gid is).
     fn deciding(&self, frame: &Frame) -> Result<Option<Deciding>, RelayError> {
         let (class, sql) = match frame.tag() {
             tag::PARSE => match self.parse_text(frame)? {
@@ -720,7 +723,8 @@ impl<'a> Requests<'a> {
             }
             _ => return Ok(None),
         };
-        Ok(class.first_routable().is_some().then_some((class, sql)))
+        let decides = class.first_routable().is_some() || TwoPhase::of(&class).is_some();
+        Ok(decides.then_some((class, sql)))
     }
 
     /// What a Parse prepares: as stored when the session already has this
@@ -930,6 +934,14 @@ impl<'a> Requests<'a> {
                 (None, Some(constant)) if statement.is_none() => (plain(constant), None),
                 (None, _) => (plain(self.current), None),
             };
+            let finishing = statement.filter(|_| routable.is_none());
+            if let Some(at) = finishing.and_then(|(class, _)| self.prepared_at(class)) {
+                route = Route {
+                    primary: at.primary,
+                    mirror: at.mirror.map(|(m, _)| m),
+                    compare: false,
+                };
+            }
             if let Some((stmt, _)) = routable {
                 route.primary = self.read_your_writes(route.primary, stmt.kind).await?;
             }
@@ -946,6 +958,16 @@ impl<'a> Requests<'a> {
             // the transaction status above is the real one.
             self.flush().await?;
             self.exp.wait_empty().await;
+        }
+    }
+
+    /// Where the transaction a COMMIT or ROLLBACK PREPARED finishes was
+    /// prepared, when that went through this pgshift: the second phase
+    /// goes to the same backends, wherever the session is now.
+    fn prepared_at(&self, class: &Classification) -> Option<Prepared> {
+        match TwoPhase::of(class)? {
+            TwoPhase::Finish(gid) => self.shared.prepared.find(&gid),
+            TwoPhase::Prepare(_) => None,
         }
     }
 
