@@ -1325,6 +1325,43 @@ async fn a_transaction_begun_through_a_prepared_statement_is_mirrored_as_one() {
     );
 }
 
+/// COMMIT AND CHAIN (or ROLLBACK AND CHAIN) before a transaction's first
+/// routed statement starts another transaction that is still held: the
+/// statement then decides it, and its mirror gets it whole, rather than
+/// the chain pinning it to the session's backend unmirrored.
+#[tokio::test]
+async fn a_transaction_chained_before_its_first_statement_is_mirrored() {
+    let db = fresh_db("mirror_chain");
+    psql_both(&db, "CREATE TABLE t (id int); GRANT ALL ON t TO PUBLIC;");
+    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    let c = proxy.client().await;
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("COMMIT AND CHAIN").await.unwrap();
+    c.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SAVEPOINT a; ROLLBACK AND CHAIN")
+        .await
+        .unwrap();
+    c.execute("INSERT INTO t VALUES ($1)", &[&2i32])
+        .await
+        .unwrap();
+    let isolation = c
+        .query_one("SHOW transaction_isolation", &[])
+        .await
+        .unwrap();
+    assert_eq!(isolation.get::<_, String>(0), "repeatable read");
+    c.batch_execute("COMMIT").await.unwrap();
+    proxy.mirrors_drained().await;
+    let rows = "SELECT string_agg(id::text, ',' ORDER BY id) FROM t";
+    assert_eq!(on_both(&db, rows).await, ["1,2", "1,2"]);
+    let counters = proxy.mirror_counters(BackendId::New);
+    assert_eq!(
+        (counters.errors, counters.dropped, counters.replay_errors),
+        (0, 0, 0),
+        "{counters:?}"
+    );
+}
+
 /// A prepared transaction is prepared on the mirror too, and committed or
 /// rolled back there by whichever session finishes it on the primary:
 /// nothing lost, and nothing left prepared (holding its locks) on NEW.

@@ -96,7 +96,10 @@ pub(super) fn plan(
 
 /// Applies SAVEPOINT, RELEASE and ROLLBACK TO commands to `savepoints`;
 /// `None` when another statement is among them, or one names a savepoint
-/// that does not exist (Postgres answers that with an error).
+/// that does not exist (Postgres answers that with an error). COMMIT AND
+/// CHAIN and ROLLBACK AND CHAIN end the held transaction and begin
+/// another like it, still held: sent on their own they would pin it to
+/// the session's backend, unmirrored.
 fn savepoint_commands(
     mut savepoints: Vec<String>,
     controls: &[&TxnControl],
@@ -116,6 +119,14 @@ fn savepoint_commands(
             TxnControl::RollbackTo { name } => {
                 let at = savepoints.iter().rposition(|s| s == name)?;
                 savepoints.truncate(at + 1);
+                "ROLLBACK"
+            }
+            TxnControl::Commit { chain: true } => {
+                savepoints.clear();
+                "COMMIT"
+            }
+            TxnControl::Rollback { chain: true } => {
+                savepoints.clear();
                 "ROLLBACK"
             }
             _ => return None,
@@ -187,7 +198,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_lone_commit_or_rollback_closes_what_is_held() {
+    fn only_a_lone_commit_or_rollback_closes_what_is_held_and_chains_keep_it() {
         let held = ["a".to_string()];
         let commit = TxnControl::Commit { chain: false };
         let rollback = TxnControl::Rollback { chain: false };
@@ -200,10 +211,21 @@ mod tests {
             Some(Hold::Close("ROLLBACK"))
         );
         assert_eq!(plan(Some(&held), &[&sp("b"), &commit], "BEGIN"), None);
+        let chain = TxnControl::Commit { chain: true };
         assert_eq!(
-            plan(Some(&held), &[&TxnControl::Commit { chain: true }], "BEGIN"),
-            None
+            plan(Some(&held), &[&chain, &sp("c")], "BEGIN"),
+            open(&["COMMIT", "SAVEPOINT"], &["c"])
         );
+        assert_eq!(
+            plan(
+                Some(&held),
+                &[&TxnControl::Rollback { chain: true }, &rollback_to("a")],
+                "BEGIN"
+            ),
+            None,
+            "the chained transaction has no savepoint a"
+        );
+        assert_eq!(plan(None, &[&chain], "BEGIN"), None);
         assert_eq!(plan(None, &[&commit], "BEGIN"), None);
     }
 }
