@@ -2,6 +2,9 @@
 //   java -cp /usr/share/java/postgresql.jar Jdbc.java jdbc:postgresql://host:port/db user password
 // Prints "N passed, 0 failed".
 import java.sql.*;
+import javax.sql.XAConnection;
+import javax.transaction.xa.XAResource;
+import javax.transaction.xa.Xid;
 
 public class Jdbc {
     static int passed = 0;
@@ -13,6 +16,19 @@ public class Jdbc {
 
     static void check(boolean cond, String what) {
         if (!cond) throw new AssertionError(what);
+    }
+
+    // Global ids are cluster-wide: unique per run.
+    static class TestXid implements Xid {
+        final byte[] global;
+
+        TestXid(int n) {
+            global = ("pgshift-" + n + "-" + System.nanoTime()).getBytes();
+        }
+
+        public int getFormatId() { return 42; }
+        public byte[] getGlobalTransactionId() { return global; }
+        public byte[] getBranchQualifier() { return new byte[] {1}; }
     }
 
     public static void main(String[] args) throws Exception {
@@ -106,6 +122,46 @@ public class Jdbc {
                 c.commit();
             }
             ok("savepoints");
+
+            // Two-phase commit through the driver's XA support: PREPARE
+            // TRANSACTION on one connection, COMMIT PREPARED on another.
+            org.postgresql.xa.PGXADataSource xads = new org.postgresql.xa.PGXADataSource();
+            xads.setUrl(args[0]);
+            xads.setUser(args[1]);
+            xads.setPassword(args[2]);
+            XAConnection x1 = xads.getXAConnection();
+            XAConnection x2 = xads.getXAConnection();
+            try {
+                XAResource r1 = x1.getXAResource();
+                XAResource r2 = x2.getXAResource();
+                Connection c1 = x1.getConnection();
+                Xid commitMe = new TestXid(1);
+                Xid rollMe = new TestXid(2);
+                r1.start(commitMe, XAResource.TMNOFLAGS);
+                try (Statement s = c1.createStatement()) {
+                    s.execute("INSERT INTO jsp VALUES (3)");
+                }
+                r1.end(commitMe, XAResource.TMSUCCESS);
+                check(r1.prepare(commitMe) == XAResource.XA_OK, "prepared");
+                r2.commit(commitMe, false);
+                r1.start(rollMe, XAResource.TMNOFLAGS);
+                try (Statement s = c1.createStatement()) {
+                    s.execute("INSERT INTO jsp VALUES (4)");
+                }
+                r1.end(rollMe, XAResource.TMSUCCESS);
+                check(r1.prepare(rollMe) == XAResource.XA_OK, "prepared");
+                r1.rollback(rollMe);
+            } finally {
+                x1.close();
+                x2.close();
+            }
+            try (Statement s = c.createStatement();
+                 ResultSet rs = s.executeQuery("SELECT string_agg(id::text, ',' ORDER BY id) FROM jsp")) {
+                rs.next();
+                check("1,2,3".equals(rs.getString(1)), rs.getString(1));
+            }
+            c.commit();
+            ok("two-phase commit (XA), finished by another connection");
         }
         System.out.println(passed + " passed, 0 failed");
     }

@@ -97,7 +97,7 @@ async fn run_jdbc(db: &str, proxy: &pgshift_tests::TestProxy) {
     cmd.args(["-cp", "/usr/share/java/postgresql.jar"])
         .arg(clients_dir().join("Jdbc.java"))
         .args([url.as_str(), APP_USER, APP_PASSWORD]);
-    run(cmd, "5 passed, 0 failed").await;
+    run(cmd, "6 passed, 0 failed").await;
 }
 
 #[tokio::test]
@@ -109,7 +109,8 @@ async fn jdbc() {
 
 /// The same program with every statement mirrored to NEW: its savepoint
 /// transaction (which JDBC opens with BEGIN and SAVEPOINT in one batch)
-/// reaches NEW whole, and the duplicate it rolls back is no mirror error.
+/// reaches NEW whole, and the duplicate it rolls back is no mirror error;
+/// its XA transactions are prepared, committed and rolled back on NEW too.
 #[tokio::test]
 async fn jdbc_with_dual_writes() {
     let db = fresh_db("jdbc_mirrored");
@@ -118,8 +119,10 @@ async fn jdbc_with_dual_writes() {
     proxy.mirrors_drained().await;
     let pair = pgshift_tests::old_and_new();
     let dump = "SELECT string_agg(id::text, ',' ORDER BY id) FROM jsp";
-    assert_eq!(pair.old.psql(&db, dump).unwrap().trim(), "1,2");
-    assert_eq!(pair.new.psql(&db, dump).unwrap().trim(), "1,2");
+    assert_eq!(pair.old.psql(&db, dump).unwrap().trim(), "1,2,3");
+    assert_eq!(pair.new.psql(&db, dump).unwrap().trim(), "1,2,3");
+    let left = "SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()";
+    assert_eq!(pair.new.psql(&db, left).unwrap().trim(), "0");
     let counters = proxy.mirror_counters(pgshift_rules::config::BackendId::New);
     assert_eq!((counters.errors, counters.dropped), (0, 0), "{counters:?}");
     assert_eq!(proxy.inner().shared().mirroring.diverged_total(), 0);
