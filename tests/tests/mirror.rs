@@ -1295,6 +1295,29 @@ async fn a_statement_applied_on_the_mirror_only_marks_the_session_diverged() {
     assert_eq!(on_both(&db, exists).await, ["1", "1"]);
 }
 
+/// A fresh database with a table `t (id int)` on both sides, and a proxy
+/// mirroring everything to NEW.
+async fn dual_writes_to_t(name: &str) -> (String, TestProxy) {
+    let db = fresh_db(name);
+    psql_both(&db, "CREATE TABLE t (id int); GRANT ALL ON t TO PUBLIC;");
+    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    (db, proxy)
+}
+
+/// Once the mirrors are drained, `t` holds `ids` on both sides and the
+/// mirror counted no error, drop or replay error.
+async fn both_hold_cleanly(proxy: &TestProxy, db: &str, ids: &str) {
+    proxy.mirrors_drained().await;
+    let rows = "SELECT string_agg(id::text, ',' ORDER BY id) FROM t";
+    assert_eq!(on_both(db, rows).await, [ids, ids]);
+    let counters = proxy.mirror_counters(BackendId::New);
+    assert_eq!(
+        (counters.errors, counters.dropped, counters.replay_errors),
+        (0, 0, 0),
+        "{counters:?}"
+    );
+}
+
 /// tokio-postgres runs BEGIN as a named statement it prepares, runs and
 /// closes, all before the transaction's first routed statement: the
 /// statement must reach the mirror before the held BEGIN that runs it,
@@ -1302,9 +1325,7 @@ async fn a_statement_applied_on_the_mirror_only_marks_the_session_diverged() {
 /// in autocommit and keeps what the primary rolls back.
 #[tokio::test]
 async fn a_transaction_begun_through_a_prepared_statement_is_mirrored_as_one() {
-    let db = fresh_db("mirror_extended_begin");
-    psql_both(&db, "CREATE TABLE t (id int); GRANT ALL ON t TO PUBLIC;");
-    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    let (db, proxy) = dual_writes_to_t("mirror_extended_begin").await;
     let c = proxy.client().await;
     c.batch_execute("SELECT 1").await.unwrap();
     for (id, end) in [(1i32, "ROLLBACK"), (2, "COMMIT")] {
@@ -1314,15 +1335,7 @@ async fn a_transaction_begun_through_a_prepared_statement_is_mirrored_as_one() {
             .unwrap();
         c.execute(end, &[]).await.unwrap();
     }
-    proxy.mirrors_drained().await;
-    let rows = "SELECT string_agg(id::text, ',' ORDER BY id) FROM t";
-    assert_eq!(on_both(&db, rows).await, ["2", "2"]);
-    let counters = proxy.mirror_counters(BackendId::New);
-    assert_eq!(
-        (counters.errors, counters.dropped, counters.replay_errors),
-        (0, 0, 0),
-        "{counters:?}"
-    );
+    both_hold_cleanly(&proxy, &db, "2").await;
 }
 
 /// COMMIT AND CHAIN (or ROLLBACK AND CHAIN) before a transaction's first
@@ -1331,9 +1344,7 @@ async fn a_transaction_begun_through_a_prepared_statement_is_mirrored_as_one() {
 /// the chain pinning it to the session's backend unmirrored.
 #[tokio::test]
 async fn a_transaction_chained_before_its_first_statement_is_mirrored() {
-    let db = fresh_db("mirror_chain");
-    psql_both(&db, "CREATE TABLE t (id int); GRANT ALL ON t TO PUBLIC;");
-    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    let (db, proxy) = dual_writes_to_t("mirror_chain").await;
     let c = proxy.client().await;
     c.batch_execute("BEGIN").await.unwrap();
     c.batch_execute("COMMIT AND CHAIN").await.unwrap();
@@ -1351,15 +1362,7 @@ async fn a_transaction_chained_before_its_first_statement_is_mirrored() {
         .unwrap();
     assert_eq!(isolation.get::<_, String>(0), "repeatable read");
     c.batch_execute("COMMIT").await.unwrap();
-    proxy.mirrors_drained().await;
-    let rows = "SELECT string_agg(id::text, ',' ORDER BY id) FROM t";
-    assert_eq!(on_both(&db, rows).await, ["1,2", "1,2"]);
-    let counters = proxy.mirror_counters(BackendId::New);
-    assert_eq!(
-        (counters.errors, counters.dropped, counters.replay_errors),
-        (0, 0, 0),
-        "{counters:?}"
-    );
+    both_hold_cleanly(&proxy, &db, "1,2").await;
 }
 
 /// A prepared transaction is prepared on the mirror too, and committed or
@@ -1367,9 +1370,7 @@ async fn a_transaction_chained_before_its_first_statement_is_mirrored() {
 /// nothing lost, and nothing left prepared (holding its locks) on NEW.
 #[tokio::test]
 async fn two_phase_commit_is_mirrored() {
-    let db = fresh_db("mirror_two_phase");
-    psql_both(&db, "CREATE TABLE t (id int); GRANT ALL ON t TO PUBLIC;");
-    let proxy = proxy_with(&db, DUAL_WRITES).await;
+    let (db, proxy) = dual_writes_to_t("mirror_two_phase").await;
     let gid = |n: &str| format!("{db}_{n}");
     let c = proxy.client().await;
     c.batch_execute(&format!(
@@ -1409,13 +1410,9 @@ async fn two_phase_commit_is_mirrored() {
     c.batch_execute(&format!("PREPARE TRANSACTION '{}'", gid("d")))
         .await
         .unwrap();
-    proxy.mirrors_drained().await;
-    let rows = "SELECT string_agg(id::text, ',' ORDER BY id) FROM t";
-    assert_eq!(on_both(&db, rows).await, ["1,3", "1,3"]);
+    both_hold_cleanly(&proxy, &db, "1,3").await;
     let left = format!("SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE '{db}%'");
     assert_eq!(on_both(&db, &left).await, ["0", "0"]);
-    let counters = proxy.mirror_counters(BackendId::New);
-    assert_eq!((counters.errors, counters.dropped), (0, 0), "{counters:?}");
     assert_eq!(proxy.inner().shared().mirroring.diverged_total(), 0);
     assert_eq!(proxy.inner().shared().prepared.len(), 0);
 }
@@ -1426,8 +1423,7 @@ async fn two_phase_commit_is_mirrored() {
 /// commit.
 #[tokio::test]
 async fn a_prepare_failing_on_the_mirror_only_marks_the_session_diverged() {
-    let db = fresh_db("mirror_two_phase_fail");
-    psql_both(&db, "CREATE TABLE t (id int); GRANT ALL ON t TO PUBLIC;");
+    let (db, proxy) = dual_writes_to_t("mirror_two_phase_fail").await;
     old_and_new()
         .new
         .psql(
@@ -1438,7 +1434,6 @@ async fn a_prepare_failing_on_the_mirror_only_marks_the_session_diverged() {
              FOR EACH ROW EXECUTE FUNCTION no_big();",
         )
         .unwrap();
-    let proxy = proxy_with(&db, DUAL_WRITES).await;
     let gid = format!("{db}_big");
     let c = proxy.client().await;
     c.batch_execute("BEGIN").await.unwrap();
