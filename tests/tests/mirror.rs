@@ -1322,7 +1322,8 @@ async fn both_hold_cleanly(proxy: &TestProxy, db: &str, ids: &str) {
 /// closes, all before the transaction's first routed statement: the
 /// statement must reach the mirror before the held BEGIN that runs it,
 /// even though it is closed by then, or the mirror runs the transaction
-/// in autocommit and keeps what the primary rolls back.
+/// in autocommit and keeps what the primary rolls back. A SAVEPOINT
+/// prepared while the BEGIN is held reaches the mirror once, with it.
 #[tokio::test]
 async fn a_transaction_begun_through_a_prepared_statement_is_mirrored_as_one() {
     let (db, proxy) = dual_writes_to_t("mirror_extended_begin").await;
@@ -1330,6 +1331,10 @@ async fn a_transaction_begun_through_a_prepared_statement_is_mirrored_as_one() {
     c.batch_execute("SELECT 1").await.unwrap();
     for (id, end) in [(1i32, "ROLLBACK"), (2, "COMMIT")] {
         c.execute("BEGIN", &[]).await.unwrap();
+        // Held with the BEGIN, and still prepared when the INSERT
+        // releases what is held.
+        let savepoint = c.prepare("SAVEPOINT a").await.unwrap();
+        c.execute(&savepoint, &[]).await.unwrap();
         c.execute("INSERT INTO t VALUES ($1)", &[&id])
             .await
             .unwrap();

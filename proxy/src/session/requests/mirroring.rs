@@ -268,10 +268,6 @@ impl Requests<'_> {
         let link = self.ensure_mirror(target);
         let seq = link.next_seq();
         observer.on_cancel(Arc::clone(&link.state), seq);
-        // Statements the batch may run and then close reach the mirror
-        // now, while the session still has them: by the batch's end they
-        // may be gone.
-        self.mirror_catch_up(target);
         let observer = Some(observer);
         // The transaction's held BEGIN goes to the mirror just before the
         // batch (after the catch-up its statements may need).
@@ -286,6 +282,13 @@ impl Requests<'_> {
                 }
             }
         }
+        // Statements the batch may run and then close reach the mirror
+        // now, while the session still has them: by the batch's end they
+        // may be gone. Those the held frames parse go with them, not twice.
+        for name in &parsed {
+            self.state.also_parsed_on(name, mirror_slot(target));
+        }
+        self.mirror_catch_up(target);
         self.batch_mirror = Some(BatchMirror {
             target,
             begin: (!begin.is_empty()).then(|| (begin.freeze(), answers)),
