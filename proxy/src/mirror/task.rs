@@ -422,22 +422,23 @@ async fn process(
     // kept, the mirror never gets.
     let mut partly_committed = false;
     if let Some(prepare) = job.after_prepare.take() {
-        if prepare.applied(PRIMARY_WAIT).await != Some(true) {
+        let reason = match prepare.applied(PRIMARY_WAIT).await {
+            Some(true) => None,
             // Whoever sent the PREPARE saw it fail or go missing here, and
             // said so; what it would have committed is not on the mirror.
-            not_applied(
-                shared,
-                backend,
-                session,
-                job,
-                "the mirror never prepared this transaction",
-            );
+            Some(false) => Some("the mirror never prepared this transaction"),
+            // Still queued behind another session's backlog: when it lands
+            // it stays prepared on the mirror until someone finishes it.
+            None => {
+                tracing::warn!(%backend, "the mirror had not prepared a transaction 60 s after the primary finished it: it may be left prepared there (see pg_prepared_xacts)");
+                Some("the mirror had not prepared this transaction in time")
+            }
+        };
+        if let Some(reason) = reason {
+            not_applied(shared, backend, session, job, reason);
             if let Some(done) = job.done.take() {
                 let _ = done.send(MirrorResult {
-                    error: Some((
-                        "42704".to_owned(),
-                        "the mirror never prepared this transaction".to_owned(),
-                    )),
+                    error: Some(("42704".to_owned(), reason.to_owned())),
                 });
             }
             return Ok(());
