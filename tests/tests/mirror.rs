@@ -900,6 +900,68 @@ async fn a_lone_flush_expects_no_answer() {
     assert_eq!((counters.errors, counters.dropped), (0, 0), "{counters:?}");
 }
 
+/// A Close sent in a batch the mirror's full queue dropped still reaches
+/// the mirror, with its next catch-up: the statement name parsed again
+/// there must not find the old statement (a stale `SELECT 1` answering for
+/// a new `SELECT 2`).
+#[tokio::test]
+async fn a_close_in_a_dropped_batch_still_reaches_the_mirror() {
+    use pgshift_protocol::encode;
+    let db = fresh_db("mirror_dropped_close");
+    psql_both(&db, "CREATE TABLE q (id int); GRANT ALL ON q TO PUBLIC;");
+    slow_inserts_on_new(&db, "q", 0.5);
+    let proxy = proxy_with(
+        &db,
+        "defaults: { primary: old, mirror: new, compare: true }\n\
+         mirror: { queue: 1, on_overflow: drop }\n",
+    )
+    .await;
+    let (mut s, _) = pgshift_tests::raw::login(proxy.addr, &db).await;
+    let mut buf = bytes::BytesMut::new();
+    let mut out = bytes::BytesMut::new();
+    let close = |out: &mut bytes::BytesMut, name: &str| {
+        encode::frame(out, b'C', |o| {
+            o.extend_from_slice(b"S");
+            o.extend_from_slice(name.as_bytes());
+            o.extend_from_slice(&[0]);
+        })
+    };
+    encode::parse(&mut out, "s1", "SELECT 1", &[]);
+    encode::sync(&mut out);
+    assert_eq!(exchange(&mut s, &mut buf, &out).await, "1");
+    proxy.mirrors_drained().await;
+
+    // The mirror is busy with this insert for half a second, and its
+    // queue of one is full: the next batch, which closes s1, is dropped.
+    out.clear();
+    encode::query(&mut out, "INSERT INTO q VALUES (1)");
+    assert_eq!(exchange(&mut s, &mut buf, &out).await, "C");
+    out.clear();
+    close(&mut out, "s1");
+    encode::parse(&mut out, "", "INSERT INTO q VALUES (2)", &[]);
+    encode::bind(&mut out, "", "", &[], &[]);
+    encode::execute(&mut out, "", 0);
+    encode::sync(&mut out);
+    assert_eq!(exchange(&mut s, &mut buf, &out).await, "312C");
+    proxy.mirrors_drained().await;
+    assert!(proxy.mirror_counters(BackendId::New).dropped >= 1);
+
+    out.clear();
+    encode::parse(&mut out, "s1", "SELECT 2", &[]);
+    encode::bind(&mut out, "", "s1", &[], &[]);
+    encode::execute(&mut out, "", 0);
+    encode::sync(&mut out);
+    assert_eq!(exchange(&mut s, &mut buf, &out).await, "12DC");
+    proxy.mirrors_drained().await;
+    let counters = proxy.mirror_counters(BackendId::New);
+    assert_eq!(
+        (counters.errors, counters.replay_errors, counters.mismatched),
+        (0, 0, 0),
+        "{counters:?}"
+    );
+    assert!(counters.compared >= 1, "{counters:?}");
+}
+
 /// A simple Query sent after extended-protocol messages but before their
 /// Sync runs in their implicit transaction, or not at all when one of them
 /// failed. The mirror gets the batch as the primary ran it, and when the

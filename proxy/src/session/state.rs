@@ -186,6 +186,13 @@ impl SessionState {
         }
     }
 
+    /// Closes recorded as sent on connection `slot` with a batch that
+    /// never reached it: sent with its next catch-up instead. (Closing a
+    /// statement a connection does not have is no error.)
+    pub fn close_later(&mut self, slot: usize, names: &[Bytes]) {
+        self.pending_close[slot].extend(names.iter().cloned());
+    }
+
     /// Connection `slot` was replaced by a new one with no state at all.
     pub fn reset(&mut self, slot: usize) {
         self.applied[slot] = u64::MAX;

@@ -40,6 +40,11 @@ pub(super) struct BatchMirror {
     discarding: bool,
     /// Names of statements the batch parses (the mirror gets them too).
     parsed: Vec<Bytes>,
+    /// Names of statements the held opening and the batch itself close:
+    /// recorded as closed on the mirror too, so if the batch never gets
+    /// there the mirror must be sent the Closes later.
+    closed_in_begin: Vec<Bytes>,
+    closed: Vec<Bytes>,
     write: bool,
     /// See [`StatementJob::changes_data`].
     changes_data: bool,
@@ -120,6 +125,9 @@ impl BatchMirror {
             if let Ok(p) = Parse::decode(frame.body()) {
                 self.parsed.push(Bytes::copy_from_slice(p.name));
             }
+        }
+        if let Some(name) = super::closed_statement(frame) {
+            self.closed.push(Bytes::copy_from_slice(name));
         }
     }
 }
@@ -273,6 +281,7 @@ impl Requests<'_> {
         // batch (after the catch-up its statements may need).
         let mut begin = BytesMut::new();
         let mut parsed = Vec::new();
+        let mut closed_in_begin = Vec::new();
         let answers = begun.as_deref().map_or(0, super::held::answers);
         for f in begun.iter().flatten() {
             begin.extend_from_slice(f.as_bytes());
@@ -280,6 +289,9 @@ impl Requests<'_> {
                 if let Ok(p) = Parse::decode(f.body()) {
                     parsed.push(Bytes::copy_from_slice(p.name));
                 }
+            }
+            if let Some(name) = super::closed_statement(f) {
+                closed_in_begin.push(Bytes::copy_from_slice(name));
             }
         }
         // Statements the batch may run and then close reach the mirror
@@ -295,6 +307,8 @@ impl Requests<'_> {
             bytes: BytesMut::new(),
             discarding: false,
             parsed,
+            closed_in_begin,
+            closed: Vec::new(),
             write: kind != Kind::Read,
             changes_data,
             ends_transaction,
@@ -390,6 +404,8 @@ impl Requests<'_> {
         };
         self.txn_open = leaves_open;
         if let Some(reason) = self.dropping[i] {
+            self.state.close_later(slot, &batch.closed_in_begin);
+            self.state.close_later(slot, &batch.closed);
             self.count_dropped(target, &batch.stats, reason);
             if !leaves_open {
                 self.dropping[i] = None;
@@ -422,6 +438,7 @@ impl Requests<'_> {
                     state.wait_room(cap, len).await;
                 }
                 OverflowPolicy::Drop => {
+                    self.state.close_later(slot, &batch.closed);
                     self.drop_full(target, &batch.stats, was_open, leaves_open);
                     return Ok(());
                 }
@@ -466,6 +483,7 @@ impl Requests<'_> {
             counters.queued.fetch_add(1, Ordering::Relaxed);
             counters.depth.fetch_add(1, Ordering::Relaxed);
         } else {
+            self.state.close_later(slot, &batch.closed);
             self.drop_full(target, &batch.stats, was_open, leaves_open);
         }
         Ok(())
