@@ -337,7 +337,17 @@ impl Requests<'_> {
     /// mirrored transaction, whose end it may be.
     pub(super) fn plan_unrouted_batch(&mut self, b: BackendId) -> Option<Box<Observer>> {
         if self.route.mirror.is_none() || !self.in_transaction() {
-            self.begun = None;
+            // The held frames' Closes were counted as going to the route's
+            // mirror (see `start_batch`), which is not getting them now.
+            let begun = self.begun.take();
+            if let Some(target) = self.route.mirror.filter(|m| *m != b) {
+                let closed: Vec<Bytes> = begun
+                    .iter()
+                    .flatten()
+                    .filter_map(|f| super::closed_statement(f).map(Bytes::copy_from_slice))
+                    .collect();
+                self.state.close_later(mirror_slot(target), &closed);
+            }
             return None;
         }
         let held = match &self.batch {
