@@ -146,6 +146,13 @@ fn leaves_transaction(class: &Classification) -> Option<bool> {
     })
 }
 
+/// The statements `frames` close.
+fn closed_names<'f>(frames: impl Iterator<Item = &'f Frame>) -> Vec<Bytes> {
+    frames
+        .filter_map(|f| super::closed_statement(f).map(Bytes::copy_from_slice))
+        .collect()
+}
+
 fn ends_transaction(class: &Classification) -> bool {
     class.statements.iter().any(|s| {
         matches!(
@@ -281,7 +288,6 @@ impl Requests<'_> {
         // batch (after the catch-up its statements may need).
         let mut begin = BytesMut::new();
         let mut parsed = Vec::new();
-        let mut closed_in_begin = Vec::new();
         let answers = begun.as_deref().map_or(0, super::held::answers);
         for f in begun.iter().flatten() {
             begin.extend_from_slice(f.as_bytes());
@@ -290,10 +296,8 @@ impl Requests<'_> {
                     parsed.push(Bytes::copy_from_slice(p.name));
                 }
             }
-            if let Some(name) = super::closed_statement(f) {
-                closed_in_begin.push(Bytes::copy_from_slice(name));
-            }
         }
+        let closed_in_begin = closed_names(begun.iter().flatten());
         // Statements the batch may run and then close reach the mirror
         // now, while the session still has them: by the batch's end they
         // may be gone. Those the held frames parse go with them, not twice.
@@ -341,11 +345,7 @@ impl Requests<'_> {
             // mirror (see `start_batch`), which is not getting them now.
             let begun = self.begun.take();
             if let Some(target) = self.route.mirror.filter(|m| *m != b) {
-                let closed: Vec<Bytes> = begun
-                    .iter()
-                    .flatten()
-                    .filter_map(|f| super::closed_statement(f).map(Bytes::copy_from_slice))
-                    .collect();
+                let closed = closed_names(begun.iter().flatten());
                 self.state.close_later(mirror_slot(target), &closed);
             }
             return None;
