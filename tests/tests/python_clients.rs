@@ -100,6 +100,30 @@ async fn psycopg_pipelines_failing_on_old_leave_new_like_old() {
     assert_eq!((counters.errors, counters.dropped), (0, 0), "{counters:?}");
 }
 
+/// psycopg's two-phase commit API with dual writes: transactions prepared
+/// on one connection and committed or rolled back from another (one found
+/// through `tpc_recover`, which lists `pg_prepared_xacts`) reach NEW as
+/// they did OLD, and nothing is left prepared on either.
+#[tokio::test]
+async fn two_phase_commit_of_psycopg_is_mirrored() {
+    let db = fresh_db("psycopg_tpc");
+    pgshift_tests::psql_both(&db, "CREATE TABLE t (id int); GRANT ALL ON t TO PUBLIC");
+    let proxy = proxy_with(&db, "defaults: { primary: old, mirror: new }\n").await;
+    let stdout = run_script("two_phase.py", vec![proxy.conninfo(), db.clone()]).await;
+    assert_eq!(stdout, "ok\n");
+    proxy.mirrors_drained().await;
+    let pair = pgshift_tests::old_and_new();
+    let dump = "SELECT string_agg(id::text, ',' ORDER BY id) FROM t";
+    assert_eq!(pair.old.psql(&db, dump).unwrap().trim(), "1,3,4");
+    assert_eq!(pair.new.psql(&db, dump).unwrap().trim(), "1,3,4");
+    let left = "SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()";
+    assert_eq!(pair.old.psql(&db, left).unwrap().trim(), "0");
+    assert_eq!(pair.new.psql(&db, left).unwrap().trim(), "0");
+    let counters = proxy.mirror_counters(pgshift_rules::config::BackendId::New);
+    assert_eq!((counters.errors, counters.dropped), (0, 0), "{counters:?}");
+    assert_eq!(proxy.inner().shared().mirroring.diverged_total(), 0);
+}
+
 /// Nested transactions of psycopg and asyncpg with dual writes: a
 /// transaction that opens with a savepoint is mirrored whole, and INSERTs
 /// that fail on both sides under a savepoint count no mirror error.
