@@ -102,6 +102,10 @@ pub struct SessionState {
     /// mark is behind (replaying SET/LISTEN twice is harmless).
     applied: [u64; SLOTS],
     pending_close: [Vec<Bytes>; SLOTS],
+    /// A connection may lack one of `statements`: set whenever one is
+    /// prepared elsewhere, cleared by its catch-up. A mirror catches up
+    /// at every batch, and must not walk every statement each time.
+    lacking: [bool; SLOTS],
 }
 
 impl SessionState {
@@ -123,6 +127,9 @@ impl SessionState {
     pub fn parsed(&mut self, name: &[u8], parse: &[u8], text: ParseText, slot: usize) {
         let mut on = [false; SLOTS];
         on[slot] = true;
+        for (lacking, here) in self.lacking.iter_mut().zip(on) {
+            *lacking |= !here;
+        }
         // A client re-parsing the same unnamed statement (every transaction
         // of most drivers) changes only where it is: no copy needed.
         if name.is_empty() {
@@ -150,6 +157,7 @@ impl SessionState {
     pub fn parsed_nowhere(&mut self, name: &[u8], parse: &[u8], text: ParseText) {
         let name = Bytes::copy_from_slice(name);
         self.forget_elsewhere(&name, SLOTS);
+        self.lacking = [true; SLOTS];
         self.statements
             .insert(name, Prepared::new(parse, text, [false; SLOTS]));
     }
@@ -197,6 +205,7 @@ impl SessionState {
     pub fn reset(&mut self, slot: usize) {
         self.applied[slot] = u64::MAX;
         self.pending_close[slot].clear();
+        self.lacking[slot] = true;
         for p in self.statements.values_mut() {
             p.on[slot] = false;
         }
@@ -288,10 +297,12 @@ impl SessionState {
             self.applied[i] = self.generation;
         }
         c.closes = std::mem::take(&mut self.pending_close[i]);
-        for p in self.statements.values_mut() {
-            if !p.on[i] {
-                p.on[i] = true;
-                c.parses.push(p.parse.clone());
+        if std::mem::take(&mut self.lacking[i]) {
+            for p in self.statements.values_mut() {
+                if !p.on[i] {
+                    p.on[i] = true;
+                    c.parses.push(p.parse.clone());
+                }
             }
         }
         c
@@ -362,5 +373,45 @@ mod tests {
         assert!(st.same_parse(b"s2", &copy).is_none());
         st.closed(b"s1", 0, None);
         assert!(st.same_parse(b"s1", &copy).is_none());
+    }
+
+    #[test]
+    fn each_connection_is_sent_what_it_lacks_once() {
+        let classifier = Classifier::new(16);
+        let mut st = SessionState::default();
+        st.parsed(
+            b"s1",
+            &parse_msg("s1", "SELECT 1"),
+            text(&classifier, "SELECT 1"),
+            0,
+        );
+        assert!(st.catch_up(0).parses.is_empty());
+        assert_eq!(st.catch_up(2).parses.len(), 1);
+        assert!(st.catch_up(2).parses.is_empty());
+        // A new connection in the slot has nothing, and still lacks it
+        // after something else is parsed there.
+        st.reset(2);
+        st.parsed(
+            b"s9",
+            &parse_msg("s9", "SELECT 9"),
+            text(&classifier, "SELECT 9"),
+            2,
+        );
+        assert_eq!(st.catch_up(2).parses.len(), 1);
+        assert_eq!(st.catch_up(0).parses.len(), 1);
+        st.parsed_nowhere(
+            b"s2",
+            &parse_msg("s2", "SELECT 2"),
+            text(&classifier, "SELECT 2"),
+        );
+        assert_eq!(st.catch_up(0).parses.len(), 1);
+        assert_eq!(st.catch_up(2).parses.len(), 1);
+        // The unnamed statement parsed again on one connection only.
+        let unnamed = parse_msg("", "SELECT 3");
+        st.parsed(b"", &unnamed, text(&classifier, "SELECT 3"), 0);
+        st.parsed(b"", &unnamed, text(&classifier, "SELECT 3"), 2);
+        st.parsed(b"", &unnamed, text(&classifier, "SELECT 3"), 0);
+        assert_eq!(st.catch_up(2).parses.len(), 1);
+        assert!(st.catch_up(2).parses.is_empty());
     }
 }
