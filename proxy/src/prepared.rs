@@ -6,7 +6,7 @@
 //! remembers where each gid was prepared, and whether its mirror prepared
 //! it too, and sends the second phase to the same backends.
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,13 +116,11 @@ impl Drop for PrepareSignal {
 #[derive(Default)]
 pub struct PreparedXacts {
     map: DashMap<Box<str>, Prepared>,
-    /// `map.len()` without visiting its shards.
-    len: AtomicUsize,
 }
 
 impl PreparedXacts {
     pub fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        self.map.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -142,13 +140,11 @@ impl PreparedXacts {
             *e = at;
             return true;
         }
-        if self.len.load(Ordering::Relaxed) >= MAX_PREPARED {
+        if self.map.len() >= MAX_PREPARED {
             tracing::warn!(gid, limit = MAX_PREPARED, "too many prepared transactions remembered: COMMIT PREPARED of this one goes where its session is");
             return false;
         }
-        if self.map.insert(gid.into(), at).is_none() {
-            self.len.fetch_add(1, Ordering::Relaxed);
-        }
+        self.map.insert(gid.into(), at);
         true
     }
 
@@ -159,9 +155,7 @@ impl PreparedXacts {
 
     /// The primary finished `gid` (committed or rolled it back).
     pub fn finished(&self, gid: &str) {
-        if self.map.remove(gid).is_some() {
-            self.len.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.map.remove(gid);
     }
 }
 
