@@ -3,20 +3,18 @@
 //! against what really exists and to expand `SELECT *` over tables with
 //! renamed columns into the application's column names and order.
 //!
-//! The catalog is read over an ordinary backend connection (the backend's
-//! own credentials and TLS setting) with one simple Query, so nothing here
-//! needs a second Postgres client library.
+//! The catalog is read with one simple Query over a connection of
+//! pgshift's own (see [`crate::backend::oneshot`]).
 
 use std::time::Duration;
 
 use bytes::BytesMut;
-use pgshift_protocol::backend::{tag, DataRow, ErrorFields};
+use pgshift_protocol::backend::{tag, DataRow};
 use pgshift_protocol::encode;
 use pgshift_rules::config::{Backend, BackendId, Config};
 use pgshift_rules::rewrite::Catalog;
 
-use crate::backend::{connect, ConnectOptions};
-use crate::wire::{read_frame, send};
+use crate::backend::oneshot::{ask, AskError, Asking};
 
 /// More columns than any real schema has; a catalog beyond it is refused
 /// rather than read into memory without bound.
@@ -55,51 +53,34 @@ pub async fn fetch(
     max_message_size: usize,
     timeout: Duration,
 ) -> Result<Catalog, CatalogError> {
-    let work = async {
-        let opts = ConnectOptions {
-            timeout,
-            max_message_size,
-            tls,
-            // Read before (and beside) the proxy's own state; sessions and
-            // probes report backend health.
-            health: None,
-        };
-        let params = [("application_name".to_owned(), "pgshift catalog".to_owned())];
-        let mut conn = connect(id, target, &params, &opts).await?;
-        let read = |reason: String| CatalogError::Read {
+    let mut request = BytesMut::new();
+    encode::query(&mut request, &format!("{SEARCH_PATH_SQL}; {COLUMNS_SQL}"));
+    let mut reader = CatalogReader::default();
+    let how = Asking {
+        id,
+        target,
+        tls,
+        max_message_size,
+        timeout,
+        application_name: "pgshift catalog",
+    };
+    let asked = ask(&how, request, |frame| match frame.tag() {
+        tag::ROW_DESCRIPTION => {
+            reader.next_result();
+            Ok(())
+        }
+        tag::DATA_ROW => reader.row(frame.body()),
+        _ => Ok(()),
+    })
+    .await;
+    match asked {
+        Ok(()) => Ok(reader.finish()),
+        Err(AskError::Connect(e)) => Err(CatalogError::Connect(e)),
+        Err(AskError::Answer(reason)) => Err(CatalogError::Read {
             backend: id,
             reason,
-        };
-        let mut out = BytesMut::new();
-        encode::query(&mut out, &format!("{SEARCH_PATH_SQL}; {COLUMNS_SQL}"));
-        // Postgres answers the query before it reads the Terminate.
-        encode::terminate(&mut out);
-        send(&mut conn.stream, &mut out)
-            .await
-            .map_err(|e| read(e.to_string()))?;
-        let mut buf = conn.leftover;
-        let mut reader = CatalogReader::default();
-        loop {
-            let frame = read_frame(&mut conn.stream, &mut buf, max_message_size)
-                .await
-                .map_err(|e| read(e.to_string()))?;
-            match frame.tag() {
-                tag::ROW_DESCRIPTION => reader.next_result(),
-                tag::DATA_ROW => reader.row(frame.body()).map_err(read)?,
-                tag::ERROR_RESPONSE => {
-                    let fields = ErrorFields::new(frame.body());
-                    let message = fields.message().unwrap_or(b"unknown error");
-                    return Err(read(String::from_utf8_lossy(message).into_owned()));
-                }
-                tag::READY_FOR_QUERY => break,
-                _ => {}
-            }
-        }
-        Ok(reader.finish())
-    };
-    match tokio::time::timeout(timeout, work).await {
-        Ok(r) => r,
-        Err(_) => Err(CatalogError::Timeout(id)),
+        }),
+        Err(AskError::Timeout(_)) => Err(CatalogError::Timeout(id)),
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod cancel;
 pub mod connect;
+pub mod oneshot;
 mod salted;
 
 pub use connect::{connect, BackendConn, CancelKey, ConnectError, ConnectOptions};
