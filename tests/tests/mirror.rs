@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures_util::{pin_mut, SinkExt};
 use pgshift_rules::config::BackendId;
 use pgshift_tests::{
-    fresh_db, old_and_new, pgbench, proxy_with, psql_both, url_new, url_old, TestProxy,
+    fresh_db, old_and_new, pgbench, proxy_with, psql_both, url_new, url_old, TestProxy, APP_USER,
 };
 
 const DUAL_WRITES: &str = "defaults: { primary: old, mirror: new }\n";
@@ -1521,6 +1521,69 @@ async fn a_prepare_failing_on_the_mirror_only_marks_the_session_diverged() {
     assert_eq!((counters.errors, counters.dropped), (1, 1), "{counters:?}");
     let list = proxy.inner().shared().mirroring.diverged();
     assert_eq!(list.len(), 1, "{list:?}");
+}
+
+/// A pgshift that restarted, or another one in front of the same
+/// databases, does not remember where a transaction was prepared: its
+/// second phase is sent wherever `pg_prepared_xacts` has it, so no copy is
+/// left holding its locks on either side.
+#[tokio::test]
+async fn a_transaction_prepared_elsewhere_is_finished_where_it_was_prepared() {
+    let (db, first) = dual_writes_to_t("mirror_two_phase_elsewhere").await;
+    let gid = |n: &str| format!("{db}_{n}");
+    let c = first.client().await;
+    for (n, id) in [("a", 1), ("b", 2)] {
+        c.batch_execute(&format!(
+            "BEGIN; INSERT INTO t VALUES ({id}); PREPARE TRANSACTION '{}'",
+            gid(n)
+        ))
+        .await
+        .unwrap();
+    }
+    first.mirrors_drained().await;
+    drop(c);
+    drop(first);
+    // And one prepared on NEW alone, behind pgshift's back, by the user
+    // pgshift logs in as (only it or a superuser may finish it).
+    old_and_new()
+        .new
+        .psql(
+            &db,
+            &format!(
+                "SET ROLE {APP_USER}; BEGIN; INSERT INTO t VALUES (3); PREPARE TRANSACTION '{}'",
+                gid("c")
+            ),
+        )
+        .unwrap();
+    let second = proxy_with(&db, DUAL_WRITES).await;
+    let c = second.client().await;
+    c.batch_execute(&format!("COMMIT PREPARED '{}'", gid("a")))
+        .await
+        .unwrap();
+    c.execute(&format!("ROLLBACK PREPARED '{}'", gid("b")), &[])
+        .await
+        .unwrap();
+    c.batch_execute(&format!("COMMIT PREPARED '{}'", gid("c")))
+        .await
+        .unwrap();
+    // Held nowhere: Postgres' own answer.
+    let err = c
+        .batch_execute(&format!("COMMIT PREPARED '{}'", gid("none")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT),
+        "{err}"
+    );
+    second.mirrors_drained().await;
+    let rows = "SELECT string_agg(id::text, ',' ORDER BY id) FROM t";
+    assert_eq!(on_both(&db, rows).await, ["1", "1,3"]);
+    let left = format!("SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE '{db}%'");
+    assert_eq!(on_both(&db, &left).await, ["0", "0"]);
+    let counters = second.mirror_counters(BackendId::New);
+    assert_eq!((counters.errors, counters.dropped), (0, 0), "{counters:?}");
+    assert_eq!(second.inner().shared().mirroring.diverged_total(), 0);
 }
 
 /// In sync mode the client's ReadyForQuery waits for the mirror; a COPY

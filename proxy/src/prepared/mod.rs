@@ -15,6 +15,8 @@ use pgshift_rules::classify::{Classification, TxnControl};
 use pgshift_rules::config::BackendId;
 use tokio::sync::Notify;
 
+pub mod locate;
+
 /// Most gids remembered at once. Postgres keeps at most
 /// `max_prepared_transactions` (often 0, rarely above `max_connections`);
 /// past this a new gid is not remembered and its second phase goes where

@@ -34,7 +34,7 @@ use super::state::{link_slot, mirror_slot, ParseText, SessionState};
 use crate::backend::cancel::SessionCancel;
 use crate::backend::{self, ConnectOptions};
 use crate::mirror::link::MirrorLink;
-use crate::prepared::{Prepared, TwoPhase};
+use crate::prepared::{locate, TwoPhase};
 use crate::server::{Loaded, Shared};
 use crate::stream::{ReadHalf, WriteHalf};
 
@@ -912,6 +912,8 @@ impl<'a> Requests<'a> {
         &mut self,
         statement: Option<(&Classification, &str)>,
     ) -> Result<BackendId, RelayError> {
+        // Looked up once, however often the loop below goes round.
+        let mut second_phase = None;
         loop {
             let pinned = self.held.is_none() && self.in_transaction();
             if pinned {
@@ -934,13 +936,15 @@ impl<'a> Requests<'a> {
                 (None, Some(constant)) if statement.is_none() => (plain(constant), None),
                 (None, _) => (plain(self.current), None),
             };
-            let finishing = statement.filter(|_| routable.is_none());
-            if let Some(at) = finishing.and_then(|(class, _)| self.prepared_at(class)) {
-                route = Route {
-                    primary: at.primary,
-                    mirror: at.mirror.map(|(m, _)| m),
-                    compare: false,
-                };
+            if let Some((class, _)) = statement.filter(|_| routable.is_none()) {
+                if second_phase.is_none() {
+                    let (shared, loaded) = (&self.shared, &self.loaded);
+                    let span = &self.info.span;
+                    second_phase = Some(second_phase_route(shared, loaded, span, class).await);
+                }
+                if let Some(Some(to)) = second_phase {
+                    route = to;
+                }
             }
             if let Some((stmt, _)) = routable {
                 route.primary = self.read_your_writes(route.primary, stmt.kind).await?;
@@ -958,16 +962,6 @@ impl<'a> Requests<'a> {
             // the transaction status above is the real one.
             self.flush().await?;
             self.exp.wait_empty().await;
-        }
-    }
-
-    /// Where the transaction a COMMIT or ROLLBACK PREPARED finishes was
-    /// prepared, when that went through this pgshift: the second phase
-    /// goes to the same backends, wherever the session is now.
-    fn prepared_at(&self, class: &Classification) -> Option<Prepared> {
-        match TwoPhase::of(class)? {
-            TwoPhase::Finish(gid) => self.shared.prepared.find(&gid),
-            TwoPhase::Prepare(_) => None,
         }
     }
 
@@ -1221,6 +1215,45 @@ fn closed_statement(frame: &Frame) -> Option<&[u8]> {
         Ok(frontend::FrontendMessage::Close(t)) if t.kind == TargetKind::Statement => Some(t.name),
         _ => None,
     }
+}
+
+/// Where a COMMIT or ROLLBACK PREPARED goes: to the backends that
+/// prepared the transaction, wherever the session is now. Those this
+/// pgshift prepared it on it remembers; otherwise both backends are
+/// asked whether they hold it. The default primary answers when both
+/// do. `None` when no backend is known to hold it: the statement stays
+/// where the session is, and Postgres says what it says.
+async fn second_phase_route(
+    shared: &Shared,
+    loaded: &Loaded,
+    span: &tracing::Span,
+    class: &Classification,
+) -> Option<Route> {
+    let Some(TwoPhase::Finish(gid)) = TwoPhase::of(class) else {
+        return None;
+    };
+    let to = |primary, mirror| Route {
+        primary,
+        mirror,
+        compare: false,
+    };
+    if let Some(at) = shared.prepared.find(&gid) {
+        return Some(to(at.primary, at.mirror.map(|(m, _)| m)));
+    }
+    let config = &loaded.config;
+    let holders = locate::holders(config, shared.backend_tls.as_ref(), &gid).await;
+    let router = &loaded.router;
+    let home = router
+        .constant_primary()
+        .unwrap_or(router.defaults().primary);
+    let route = match holders {
+        [true, true] => to(home, Some(home.other())),
+        [true, false] => to(BackendId::Old, None),
+        [false, true] => to(BackendId::New, None),
+        [false, false] => return None,
+    };
+    tracing::info!(parent: span, gid = %gid, primary = %route.primary, mirror = ?route.mirror, "second phase of a transaction prepared elsewhere, sent where it was found");
+    Some(route)
 }
 
 fn query_text(query_frame: &[u8]) -> &[u8] {
