@@ -23,10 +23,33 @@ pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 const HOLDS_SQL: &str = "SELECT 1 FROM pg_catalog.pg_prepared_xacts \
      WHERE gid = $1 AND database = pg_catalog.current_database()";
 
-/// Which backends hold a transaction prepared as `gid`, indexed by
-/// [`BackendId::index`]. A backend that cannot be asked counts as not
-/// holding it, and is logged.
-pub async fn holders(
+/// Lookups running at once, across sessions; more wait their turn.
+pub const MAX_LOOKUPS: usize = 4;
+
+impl super::PreparedXacts {
+    /// Which backends hold a transaction prepared as `gid`, indexed by
+    /// [`BackendId::index`]. A backend that cannot be asked counts as not
+    /// holding it, and is logged; so does every backend when no lookup
+    /// could start within [`LOOKUP_TIMEOUT`].
+    pub async fn holders(
+        &self,
+        config: &Config,
+        tls: Option<&tokio_rustls::TlsConnector>,
+        gid: &str,
+    ) -> [bool; 2] {
+        let permit = tokio::time::timeout(LOOKUP_TIMEOUT, self.lookups.acquire()).await;
+        let Ok(Ok(_permit)) = permit else {
+            tracing::warn!(
+                gid,
+                "too many prepared transactions being looked up at once: this one is not"
+            );
+            return [false, false];
+        };
+        holders(config, tls, gid).await
+    }
+}
+
+async fn holders(
     config: &Config,
     tls: Option<&tokio_rustls::TlsConnector>,
     gid: &str,
@@ -73,3 +96,35 @@ async fn holds(
 }
 
 const TEXT_OID: u32 = 25;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prepared::PreparedXacts;
+
+    fn unreachable_backends() -> Config {
+        // Port 1 on loopback: refused at once.
+        let yaml = "backends:\n  old: { url: \"postgres://a@127.0.0.1:1/a\" }\n  new: { url: \"postgres://a@127.0.0.1:1/b\" }\nauth: { method: trust }\n";
+        pgshift_rules::config::parse_config(yaml, &|_| None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_cannot_be_asked_does_not_hold_it() {
+        let xacts = PreparedXacts::default();
+        let got = xacts.holders(&unreachable_backends(), None, "g").await;
+        assert_eq!(got, [false, false]);
+        assert_eq!(xacts.lookups.available_permits(), MAX_LOOKUPS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lookups_beyond_the_limit_give_up_rather_than_pile_up() {
+        let xacts = PreparedXacts::default();
+        let taken = xacts.lookups.acquire_many(MAX_LOOKUPS as u32).await;
+        let started = tokio::time::Instant::now();
+        let got = xacts.holders(&unreachable_backends(), None, "g").await;
+        assert_eq!(got, [false, false]);
+        assert_eq!(started.elapsed(), LOOKUP_TIMEOUT);
+        drop(taken);
+        assert_eq!(xacts.lookups.available_permits(), MAX_LOOKUPS);
+    }
+}

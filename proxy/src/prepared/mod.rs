@@ -115,9 +115,21 @@ impl Drop for PrepareSignal {
 }
 
 /// The gids prepared through this pgshift and not yet finished.
-#[derive(Default)]
 pub struct PreparedXacts {
     map: DashMap<Box<str>, Prepared>,
+    /// Room for lookups of gids not in the map (see [`locate`]). Each takes
+    /// a connection on both backends, so a client repeating unknown gids
+    /// must not take many of them away from the sessions.
+    lookups: tokio::sync::Semaphore,
+}
+
+impl Default for PreparedXacts {
+    fn default() -> Self {
+        PreparedXacts {
+            map: DashMap::default(),
+            lookups: tokio::sync::Semaphore::new(locate::MAX_LOOKUPS),
+        }
+    }
 }
 
 impl PreparedXacts {

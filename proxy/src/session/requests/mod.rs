@@ -34,7 +34,7 @@ use super::state::{link_slot, mirror_slot, ParseText, SessionState};
 use crate::backend::cancel::SessionCancel;
 use crate::backend::{self, ConnectOptions};
 use crate::mirror::link::MirrorLink;
-use crate::prepared::{locate, TwoPhase};
+use crate::prepared::TwoPhase;
 use crate::server::{Loaded, Shared};
 use crate::stream::{ReadHalf, WriteHalf};
 
@@ -1241,7 +1241,8 @@ async fn second_phase_route(
         return Some(to(at.primary, at.mirror.map(|(m, _)| m)));
     }
     let config = &loaded.config;
-    let holders = locate::holders(config, shared.backend_tls.as_ref(), &gid).await;
+    let tls = shared.backend_tls.as_ref();
+    let holders = shared.prepared.holders(config, tls, &gid).await;
     let router = &loaded.router;
     let home = router
         .constant_primary()
