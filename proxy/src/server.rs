@@ -105,8 +105,9 @@ pub struct Shared {
     /// Where each two-phase transaction prepared through this pgshift lives.
     pub prepared: Arc<crate::prepared::PreparedXacts>,
     /// Sessions' mirror tasks, which outlive their sessions until their
-    /// queues are replayed (bounded by the shutdown grace period).
-    pub mirror_tasks: TaskTracker,
+    /// queues are replayed (bounded by the shutdown grace period), on
+    /// threads of their own.
+    pub mirror_tasks: crate::mirror::threads::MirrorTasks,
     pub digests: crate::stats::DigestStore,
     pub telemetry: Telemetry,
 }
@@ -329,7 +330,7 @@ pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow:
         classifier: Classifier::new(CLASSIFIER_CAPACITY),
         mirroring: crate::mirror::MirrorHub::default(),
         prepared: Arc::default(),
-        mirror_tasks: TaskTracker::new(),
+        mirror_tasks: Default::default(),
         digests: crate::stats::DigestStore::new(crate::stats::DEFAULT_CAPACITY),
         telemetry,
     });
@@ -554,7 +555,11 @@ async fn serve(
         let _ = tokio::time::timeout(Duration::from_secs(5), sessions.wait()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), shared.mirror_tasks.wait()).await;
     }
-    let _ = tokio::task::spawn_blocking(move || threads.stop()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        threads.stop();
+        shared.mirror_tasks.stop();
+    })
+    .await;
     tracing::info!("shutdown complete");
 }
 

@@ -1,10 +1,10 @@
 //! Threads that each drive a single-threaded runtime: where sessions run.
 //!
-//! A session stays on the thread it was given, with its mirror tasks, so
-//! waking it never involves a second thread: on the small hosts a proxy
-//! shares with its database, the cross-thread wake-ups of a work-stealing
-//! runtime cost more than the balancing they buy. Sessions are dealt out
-//! in turn.
+//! A session stays on the thread it was given, so waking it never involves
+//! a second thread: on the small hosts a proxy shares with its database,
+//! the cross-thread wake-ups of a work-stealing runtime cost more than the
+//! balancing they buy. Sessions (and, on threads of their own, mirror
+//! tasks) are dealt out in turn.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -9,6 +9,7 @@
 
 pub mod link;
 pub mod task;
+pub mod threads;
 
 use std::collections::VecDeque;
 use std::io::Write as _;

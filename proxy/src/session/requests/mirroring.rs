@@ -600,8 +600,6 @@ impl Requests<'_> {
             state,
             self.mirror_stop.clone(),
         );
-        // On the session's own thread: a mirror that shares its session's
-        // CPU cannot fall ever further behind it.
         self.shared.mirror_tasks.spawn(run);
         link
     }
