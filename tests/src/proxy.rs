@@ -57,7 +57,7 @@ impl TestProxy {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         for &b in pgshift_rules::config::BackendId::ALL {
             let c = self.inner().shared().mirroring.counters(b);
-            while c.depth.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            while c.depth.load(std::sync::atomic::Ordering::Acquire) > 0 {
                 assert!(
                     std::time::Instant::now() < deadline,
                     "mirror queue of {b} did not drain"

@@ -16,11 +16,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::link::{Job, MirrorItem, MirrorState, StatementJob};
+use super::link::{CompareJob, Job, MirrorItem, MirrorState, StatementJob};
 use super::{now_rfc3339, Diverged};
 use crate::backend::{self, ConnectOptions};
 use crate::bounded::Bound;
-use crate::compare::{compare, MismatchContext, MismatchRecord, Redaction, ResultDigest, Role};
+use crate::compare::{
+    compare, MismatchContext, MismatchRecord, Redaction, ResultDigest, ResultSummary, Role,
+};
 use crate::gate::Gated;
 use crate::server::Shared;
 use crate::session::observe::{MirrorResult, PrimaryOutcome, QUERY_CANCELED};
@@ -528,11 +530,9 @@ async fn process(
     let lost = rolled_back.is_some();
     let elapsed = started.elapsed();
     drop(span);
-    if let Some(done) = job.done.take() {
-        let _ = done.send(MirrorResult {
-            error: answer.error.clone(),
-        });
-    }
+    // Told (in sync mode) once everything below is counted, so that a
+    // client holding its answer sees the counters that answer moved.
+    let done = job.done.take();
     if job.executes {
         job.stats.record_latency(backend, Role::Mirror, elapsed);
         job.tally.record(backend, Role::Mirror, elapsed);
@@ -561,34 +561,10 @@ async fn process(
         diverge(shared, backend, session, apart.reason());
     }
     if let (Some(cj), Some(o), Some(d)) = (&job.compare, &outcome, digest) {
-        let (Some(primary), mirror) = (o.summary.as_ref(), d.finish()) else {
+        if let (Some(primary), mirror) = (o.summary.as_ref(), d.finish()) {
+            compared(shared, backend, job, cj, primary, &mirror);
+        } else {
             counters.compare_skipped.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        };
-        let verdict = compare(primary, &mirror, cj.kind);
-        counters.compared.fetch_add(1, Ordering::Relaxed);
-        job.stats.record_comparison(verdict.is_match());
-        if !verdict.is_match() {
-            counters.mismatched.fetch_add(1, Ordering::Relaxed);
-            let loaded = shared.current();
-            let ctx = MismatchContext {
-                time: SystemTime::now(),
-                rule: cj.rule.as_deref(),
-                fingerprint: job.stats.fingerprint(),
-                sql: &cj.sql,
-                normalized_sql: job.stats.text(),
-                primary_backend: job.primary_backend.as_str(),
-                mirror_backend: backend.as_str(),
-            };
-            let redaction = Redaction::from(&loaded.config.compare);
-            if let Some(record) =
-                MismatchRecord::from_verdict(&ctx, primary, &mirror, &verdict, redaction)
-            {
-                tracing::info!(digest = %format!("{:016x}", job.stats.fingerprint()), "results differ between primary and mirror");
-                shared
-                    .mirroring
-                    .record_mismatch(record, loaded.config.compare.log.as_deref());
-            }
         }
     } else if let Some((code, message)) =
         answer.error.as_ref().filter(|_| !answer.primary_cancelled)
@@ -605,7 +581,49 @@ async fn process(
             );
         }
     }
+    if let Some(done) = done {
+        let _ = done.send(MirrorResult {
+            error: answer.error.clone(),
+        });
+    }
     Ok(())
+}
+
+/// Counts and, when they differ, records the comparison of the two answers.
+fn compared(
+    shared: &Shared,
+    backend: BackendId,
+    job: &StatementJob,
+    cj: &CompareJob,
+    primary: &ResultSummary,
+    mirror: &ResultSummary,
+) {
+    let counters = shared.mirroring.counters(backend);
+    let verdict = compare(primary, mirror, cj.kind);
+    counters.compared.fetch_add(1, Ordering::Relaxed);
+    job.stats.record_comparison(verdict.is_match());
+    if !verdict.is_match() {
+        counters.mismatched.fetch_add(1, Ordering::Relaxed);
+        let loaded = shared.current();
+        let ctx = MismatchContext {
+            time: SystemTime::now(),
+            rule: cj.rule.as_deref(),
+            fingerprint: job.stats.fingerprint(),
+            sql: &cj.sql,
+            normalized_sql: job.stats.text(),
+            primary_backend: job.primary_backend.as_str(),
+            mirror_backend: backend.as_str(),
+        };
+        let redaction = Redaction::from(&loaded.config.compare);
+        if let Some(record) =
+            MismatchRecord::from_verdict(&ctx, primary, mirror, &verdict, redaction)
+        {
+            tracing::info!(digest = %format!("{:016x}", job.stats.fingerprint()), "results differ between primary and mirror");
+            shared
+                .mirroring
+                .record_mismatch(record, loaded.config.compare.log.as_deref());
+        }
+    }
 }
 
 /// How a batch left the mirror apart from the primary.
@@ -873,16 +891,17 @@ fn missed(
     let counters = shared.mirroring.counters(backend);
     match &mut item.job {
         Job::Statement(job) => {
-            // Sync mirroring: the waiting client hears of it now.
-            if let Some(done) = job.done.take() {
-                let _ = done.send(MirrorResult {
-                    error: Some(("08006".to_owned(), reason.to_owned())),
-                });
-            }
             counters.dropped.fetch_add(1, Ordering::Relaxed);
             job.stats.record_mirror_dropped();
             if job.compare.is_some() {
                 counters.compare_skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            // Sync mirroring: the waiting client hears of it now, once it
+            // is counted.
+            if let Some(done) = job.done.take() {
+                let _ = done.send(MirrorResult {
+                    error: Some(("08006".to_owned(), reason.to_owned())),
+                });
             }
         }
         Job::Replay => {
@@ -901,11 +920,12 @@ fn done(shared: &Shared, backend: BackendId, state: &MirrorState, item: &MirrorI
         if job.write {
             state.pending_writes.fetch_sub(1, Ordering::AcqRel);
         }
+        // Release: whoever sees the queue drained sees what it counted.
         shared
             .mirroring
             .counters(backend)
             .depth
-            .fetch_sub(1, Ordering::Relaxed);
+            .fetch_sub(1, Ordering::Release);
     }
     state.progress.notify_waiters();
 }
