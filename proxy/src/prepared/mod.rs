@@ -4,7 +4,9 @@
 //! connection) sends `COMMIT PREPARED 'gid'` or `ROLLBACK PREPARED 'gid'`.
 //! By then the committing session may be on the other backend, so pgshift
 //! remembers where each gid was prepared, and whether its mirror prepared
-//! it too, and sends the second phase to the same backends.
+//! it too, and sends the second phase to the same backends. A gid it does
+//! not remember (prepared before a restart, or through another instance)
+//! is looked up on the backends themselves ([`locate`]).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
