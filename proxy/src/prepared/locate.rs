@@ -45,20 +45,12 @@ impl super::PreparedXacts {
             );
             return [false, false];
         };
-        holders(config, tls, gid).await
+        let (old, new) = tokio::join!(
+            holds(config, tls, BackendId::Old, gid),
+            holds(config, tls, BackendId::New, gid)
+        );
+        [old, new]
     }
-}
-
-async fn holders(
-    config: &Config,
-    tls: Option<&tokio_rustls::TlsConnector>,
-    gid: &str,
-) -> [bool; 2] {
-    let (old, new) = tokio::join!(
-        holds(config, tls, BackendId::Old, gid),
-        holds(config, tls, BackendId::New, gid)
-    );
-    [old, new]
 }
 
 async fn holds(
