@@ -53,8 +53,6 @@ pub enum Expect {
 /// Shared by the two halves of a session.
 pub struct Expectations {
     queue: Mutex<Queue>,
-    /// Wakes the response side when something is queued.
-    pushed: Notify,
     /// Wakes the request side when something is done.
     popped: Notify,
     /// The transaction status of the last ReadyForQuery the client got.
@@ -77,7 +75,6 @@ impl Default for Expectations {
     fn default() -> Self {
         Expectations {
             queue: Mutex::new(Queue::default()),
-            pushed: Notify::new(),
             popped: Notify::new(),
             visible: AtomicU8::new(TransactionStatus::Idle.as_byte()),
             progress: AtomicU64::new(0),
@@ -100,7 +97,6 @@ impl Expectations {
             q.pushed += 1;
             q.pushed - 1
         };
-        self.pushed.notify_one();
         number
     }
 
@@ -171,8 +167,20 @@ impl Expectations {
         seen
     }
 
-    pub async fn wait_pushed(&self) {
-        self.pushed.notified().await;
+    /// Ready once something is owed. It registers no waker, and a push
+    /// wakes nobody: the request side, the only one that pushes, runs in
+    /// the same task as the response side and is polled before it on every
+    /// wake-up (see `relay::run`), so a push is always seen in the pass
+    /// that made it. A wake-up per push would poll the whole session once
+    /// more per statement for nothing.
+    pub fn owed(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |_| {
+            if self.is_empty() {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
     }
 
     /// Resolves once nothing is outstanding.

@@ -65,8 +65,11 @@ pub async fn run(
     let front = requests.run(client, client_buf);
     let back = responses.run();
     tokio::pin!(front, back);
-    // Every wake-up of the session polls all four branches; the two that
-    // wait for a shutdown are polled only when one of their own wakers fired.
+    // Every wake-up of the session polls all four branches, the request
+    // side first: whatever it queues, the response side sees in the same
+    // pass, without a wake-up of its own (see `Expectations::owed`). The
+    // two that wait for a shutdown are polled only when one of their own
+    // wakers fired.
     let drain = Gated::new(async {
         shutdown.draining.cancelled().await;
         exp.wait_quiet().await;

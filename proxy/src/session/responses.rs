@@ -244,7 +244,7 @@ impl<'a> Responses<'a> {
         // Biased: a random branch order costs a random number per wake-up.
         let which = tokio::select! {
             biased;
-            _ = exp.wait_pushed() => return Ok(()),
+            _ = exp.owed() => return Ok(()),
             r = read_more(old) => (BackendId::Old, r),
             r = read_more(new) => (BackendId::New, r),
         };

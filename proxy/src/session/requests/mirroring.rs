@@ -381,6 +381,10 @@ impl Requests<'_> {
         class: Option<&Classification>,
         sql: Option<&str>,
     ) -> Result<(), RelayError> {
+        // Looked at before it is taken: taking moves the whole batch.
+        if self.batch_mirror.is_none() {
+            return Ok(());
+        }
         let Some(batch) = self.batch_mirror.take() else {
             return Ok(());
         };

@@ -182,7 +182,9 @@ impl<'a> Requests<'a> {
                     self.flush().await?;
                     return Ok(End::ClientLeft);
                 }
-                self.on_message(frame).await?;
+                if !self.joins_open_batch(&frame)? {
+                    self.on_message(frame).await?;
+                }
             }
             self.flush().await?;
             reserve_for_read(buf, 0);
@@ -655,6 +657,26 @@ impl<'a> Requests<'a> {
     }
 
     // ---- extended protocol ----
+
+    /// An extended-protocol message inside a batch already routed, sent on
+    /// where the batch goes; `false` when the message is not that. Most
+    /// messages are, and are handled here without an async call.
+    fn joins_open_batch(&mut self, frame: &Frame) -> Result<bool, RelayError> {
+        let Batch::Open(b) = self.batch else {
+            return Ok(false);
+        };
+        let extended = matches!(
+            frame.tag(),
+            tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE
+        );
+        // Inside a COPY the message is `on_message`'s to settle first.
+        if !extended || self.copy_in.is_some() {
+            return Ok(false);
+        }
+        self.note_extended(frame, b)?;
+        self.send(b, frame);
+        Ok(true)
+    }
 
     async fn on_extended(&mut self, frame: Frame) -> Result<(), RelayError> {
         if let Batch::Open(b) = self.batch {
