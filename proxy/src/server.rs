@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -92,6 +93,9 @@ impl Loaded {
 /// What every session shares.
 pub struct Shared {
     current: ArcSwap<Loaded>,
+    /// The version of `current`, stored after it: a session finds out
+    /// whether its snapshot is still current with one atomic load.
+    version: AtomicU64,
     /// The file the configuration came from; `None` for configs built in
     /// memory (tests, the demo), which can still be replaced with `install`.
     pub config_path: Option<PathBuf>,
@@ -145,6 +149,15 @@ impl Shared {
     /// points where a change may apply.
     pub fn current(&self) -> Arc<Loaded> {
         self.current.load_full()
+    }
+
+    /// Replaces `snapshot` with the configuration in force if a newer one
+    /// has been installed. Called per statement, so the common case is a
+    /// single atomic load rather than a load of `current`.
+    pub fn refresh(&self, snapshot: &mut Arc<Loaded>) {
+        if self.version.load(Ordering::Acquire) != snapshot.version {
+            *snapshot = self.current();
+        }
     }
 
     pub fn reload_log(&self) -> ReloadLog {
@@ -225,6 +238,7 @@ impl Shared {
             }
         };
         self.current.store(Arc::clone(&loaded));
+        self.version.store(loaded.version, Ordering::Release);
         log.ok += 1;
         log.last_error = None;
         tracing::info!(version = loaded.version, "configuration loaded");
@@ -322,6 +336,7 @@ pub async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow:
         .context("cannot start the session threads")?;
     let shared = Arc::new(Shared {
         current: ArcSwap::from_pointee(Loaded::new(1, config, catalogs, &telemetry)?),
+        version: AtomicU64::new(1),
         config_path,
         reload_lock: std::sync::Mutex::new(ReloadLog::default()),
         client_tls,

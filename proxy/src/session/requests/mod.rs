@@ -942,7 +942,7 @@ impl<'a> Requests<'a> {
                 return Ok(self.current);
             }
             // Outside a transaction a new configuration takes effect.
-            self.loaded = self.shared.current();
+            self.shared.refresh(&mut self.loaded);
             let routable = statement.and_then(|(class, sql)| Some((class.first_routable()?, sql)));
             let plain = |primary| Route {
                 primary,
