@@ -55,7 +55,9 @@ pub struct Observer {
     /// Sync mirroring: the mirror's result, awaited before the client gets
     /// its ReadyForQuery; `true` when a mirror-only failure fails the client.
     pub mirror_done: Option<(oneshot::Receiver<MirrorResult>, bool)>,
-    digest: Option<ResultDigest>,
+    /// Boxed: a digest is large, and most observers only time their batch
+    /// (every byte here is copied into each observer's box).
+    digest: Option<Box<ResultDigest>>,
     committed_some: bool,
     sqlstate: Option<String>,
     /// A statement ran: the answer held a CommandComplete, an
@@ -132,7 +134,7 @@ impl Observer {
         let (done, rx) = oneshot::channel();
         let o = Observer {
             mirror_done: None,
-            digest: digest.map(ResultDigest::new),
+            digest: digest.map(|o| Box::new(ResultDigest::new(o))),
             committed_some: false,
             sqlstate: None,
             ran: false,
@@ -268,7 +270,7 @@ impl Observer {
             .map(|d| d.ignore_positions())
             .unwrap_or_default();
         let _ = done.send(PrimaryOutcome {
-            summary: self.digest.map(ResultDigest::finish),
+            summary: self.digest.map(|d| d.finish()),
             ignore_positions,
             committed_some: self.committed_some,
             sqlstate: self.sqlstate,
