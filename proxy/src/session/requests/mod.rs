@@ -673,16 +673,20 @@ impl<'a> Requests<'a> {
         if !extended || self.copy_in.is_some() {
             return Ok(false);
         }
+        self.join_batch(frame, b)?;
+        Ok(true)
+    }
+
+    /// Sends a message of the open batch on to `b`, noting what it changes.
+    fn join_batch(&mut self, frame: &Frame, b: BackendId) -> Result<(), RelayError> {
         self.note_extended(frame, b)?;
         self.send(b, frame);
-        Ok(true)
+        Ok(())
     }
 
     async fn on_extended(&mut self, frame: Frame) -> Result<(), RelayError> {
         if let Batch::Open(b) = self.batch {
-            self.note_extended(&frame, b)?;
-            self.send(b, &frame);
-            return Ok(());
+            return self.join_batch(&frame, b);
         }
         if let Some((class, sql)) = self.deciding(&frame)? {
             let b = self.decide(Some((&class, &sql))).await?;
@@ -906,8 +910,7 @@ impl<'a> Requests<'a> {
     fn send_held(&mut self, b: BackendId) -> Result<(), RelayError> {
         if let Batch::Held(frames) = std::mem::replace(&mut self.batch, Batch::Open(b)) {
             for f in frames {
-                self.note_extended(&f, b)?;
-                self.send(b, &f);
+                self.join_batch(&f, b)?;
             }
         }
         Ok(())
