@@ -189,6 +189,7 @@ impl<'a> Requests<'a> {
             self.flush().await?;
             reserve_for_read(buf, 0);
             if client.read_buf(buf).await.map_err(RelayError::ClientIo)? == 0 {
+                self.client_gone().await;
                 return Ok(End::ClientLeft);
             }
         }
@@ -1096,6 +1097,17 @@ impl<'a> Requests<'a> {
         self.links[b.index()] = Some(writer);
         tracing::debug!(parent: &self.info.span, backend = %b, "opened a second backend connection for this session");
         Ok(())
+    }
+
+    /// The client closed its socket: each backend's write side is shut, so
+    /// that it answers what it was sent and then sees the end of the
+    /// stream, as it would with the client connected directly. A COPY or
+    /// an unsynced batch the client abandoned then ends (rolled back)
+    /// rather than leaving its answer owed forever.
+    async fn client_gone(&mut self) {
+        for link in self.links.iter_mut().flatten() {
+            let _ = link.shutdown().await;
+        }
     }
 
     /// Says goodbye to every backend, as a client leaving Postgres would.
