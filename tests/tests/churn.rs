@@ -14,9 +14,9 @@ use pgshift_tests::{fresh_db, proxy_with, psql_both, raw, url_new, url_old, Test
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const SESSIONS: usize = 180;
-const AT_ONCE: usize = 20;
-const KINDS: usize = 9;
+const KINDS: usize = 11;
+const SESSIONS: usize = KINDS * 16;
+const AT_ONCE: usize = 22;
 
 /// How session `i` ends (`i % KINDS`).
 async fn session(proxy: &TestProxy, i: usize) {
@@ -95,6 +95,23 @@ async fn session(proxy: &TestProxy, i: usize) {
             })
             .await;
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Leaves right after BEGIN, which pgshift holds back until the
+        // transaction's first statement picks a backend.
+        9 => {
+            let (mut s, _) = raw::login(proxy.addr, &proxy.db).await;
+            send(&mut s, |b| encode::query(b, "BEGIN")).await;
+            until_ready(&mut s).await;
+        }
+        // Pipelines far more than it reads, then leaves.
+        10 => {
+            let (mut s, _) = raw::login(proxy.addr, &proxy.db).await;
+            send(&mut s, |b| {
+                for _ in 0..500 {
+                    encode::query(b, "SELECT repeat('x', 20000)");
+                }
+            })
+            .await;
         }
         // Cancels its statement, then leaves without a Terminate.
         _ => {
@@ -208,18 +225,25 @@ async fn settled(proxy: &TestProxy) {
     proxy.mirrors_drained().await;
 }
 
+/// Both mirror modes, one after the other (the descriptor count needs the
+/// process to itself).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_leaving_at_any_moment_leave_nothing_behind() {
+    const MIRRORED: &str = "defaults: { primary: old, mirror: new, compare: true }\n";
+    churn(MIRRORED).await;
+    churn(&format!(
+        "{MIRRORED}mirror: {{ mode: sync, on_mirror_error: fail }}\n"
+    ))
+    .await;
+}
+
+async fn churn(extra_yaml: &str) {
     let db = fresh_db("churn");
     psql_both(
         &db,
         "CREATE TABLE churn (id int PRIMARY KEY, note text); GRANT ALL ON churn TO PUBLIC;",
     );
-    let proxy = proxy_with(
-        &db,
-        "defaults: { primary: old, mirror: new, compare: true }\n",
-    )
-    .await;
+    let proxy = proxy_with(&db, extra_yaml).await;
 
     // One round of every kind first, so that what the proxy opens once
     // (mirror threads, pools) is open before the descriptors are counted.
@@ -236,7 +260,7 @@ async fn clients_leaving_at_any_moment_leave_nothing_behind() {
     }
     settled(&proxy).await;
     eprintln!(
-        "{SESSIONS} sessions in {:?}; descriptors before {fds_before}, after {}",
+        "{extra_yaml:?}: {SESSIONS} sessions in {:?}; descriptors before {fds_before}, after {}",
         started.elapsed(),
         open_fds()
     );
@@ -264,4 +288,13 @@ async fn clients_leaving_at_any_moment_leave_nothing_behind() {
     let c = proxy.client().await;
     let v: i32 = c.query_one("SELECT 41 + 1", &[]).await.unwrap().get(0);
     assert_eq!(v, 42);
+    drop(c);
+    settled(&proxy).await;
+    let started = Instant::now();
+    proxy.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
 }
