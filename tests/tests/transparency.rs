@@ -739,3 +739,96 @@ async fn protocol_corners_pass_through() {
     let c = proxy.client().await;
     assert_eq!(scalar_i64(&c, "SELECT count(*) FROM t").await, 0);
 }
+
+/// A client that pipelines, shuts its side of the socket and reads on gets
+/// every answer, the same as from Postgres, whose backend then sees the end
+/// of the stream: what was synced is committed, an unsynced write is not.
+#[tokio::test]
+async fn half_closed_client_gets_every_answer() {
+    use bytes::BytesMut;
+    use pgshift_protocol::encode;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn pipeline_then_half_close(
+        addr: std::net::SocketAddr,
+        db: &str,
+        base: i32,
+    ) -> Vec<String> {
+        let (mut s, _) = pgshift_tests::raw::login(addr, db).await;
+        let mut out = BytesMut::new();
+        encode::query(&mut out, &format!("INSERT INTO h VALUES ({base} + 1)"));
+        encode::query(&mut out, "SELECT 2");
+        encode::parse(
+            &mut out,
+            "",
+            &format!("INSERT INTO h VALUES ({base} + 3)"),
+            &[],
+        );
+        encode::bind(&mut out, "", "", &[], &[]);
+        encode::execute(&mut out, "", 0);
+        encode::sync(&mut out);
+        encode::parse(
+            &mut out,
+            "",
+            &format!("INSERT INTO h VALUES ({base} + 4)"),
+            &[],
+        );
+        encode::bind(&mut out, "", "", &[], &[]);
+        encode::execute(&mut out, "", 0);
+        s.write_all(&out).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut buf = BytesMut::new();
+        let mut seen = Vec::new();
+        loop {
+            while let Some(f) = pgshift_protocol::decode_frame(&mut buf, 1 << 30).unwrap() {
+                seen.push(match f.tag() {
+                    b'C' => format!(
+                        "C:{}",
+                        String::from_utf8_lossy(&f.body()[..f.body().len() - 1])
+                    ),
+                    b'Z' => format!("Z:{}", f.body()[0] as char),
+                    t => (t as char).to_string(),
+                });
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read_buf(&mut buf))
+                .await
+                .expect("the connection closes after the last answer")
+                .unwrap();
+            if n == 0 {
+                assert!(buf.is_empty(), "a partial message before the end: {buf:?}");
+                return seen;
+            }
+        }
+    }
+
+    let db = fresh_db("half_close");
+    let proxy = proxy_with(&db, "").await;
+    let c = proxy.client().await;
+    c.batch_execute("CREATE TABLE h (n int)").await.unwrap();
+    let direct = std::net::SocketAddr::from(([127, 0, 0, 1], old_and_new().old.port()));
+    let want = pipeline_then_half_close(direct, &db, 0).await;
+    let got = pipeline_then_half_close(proxy.addr, &db, 10).await;
+    assert_eq!(got, want);
+    assert_eq!(
+        want,
+        [
+            "C:INSERT 0 1",
+            "Z:I",
+            "T",
+            "D",
+            "C:SELECT 1",
+            "Z:I",
+            "1",
+            "2",
+            "C:INSERT 0 1",
+            "Z:I"
+        ]
+    );
+    let rows = c.query("SELECT n FROM h ORDER BY n", &[]).await.unwrap();
+    let rows: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        rows,
+        [1, 3, 11, 13],
+        "synced writes kept, the unsynced ones rolled back"
+    );
+}
