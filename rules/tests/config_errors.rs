@@ -288,6 +288,24 @@ fn bad_duration() {
 }
 
 #[test]
+fn tcp_keepalive() {
+    assert_eq!(ok("").limits.tcp_keepalive.map(|d| d.as_secs()), Some(60));
+    let c = ok("limits: { tcp_keepalive: 2m }\n");
+    assert_eq!(c.limits.tcp_keepalive.map(|d| d.as_secs()), Some(120));
+    assert_eq!(
+        ok("limits: { tcp_keepalive: 0s }\n").limits.tcp_keepalive,
+        None
+    );
+    for bad in ["500ms", "10h"] {
+        one_error(
+            &format!("limits: {{ tcp_keepalive: {bad} }}\n"),
+            "limits.tcp_keepalive",
+            "between 1s and 32767s",
+        );
+    }
+}
+
+#[test]
 fn bad_size() {
     one_error(
         "limits: { max_message_size: 1PB }\n",

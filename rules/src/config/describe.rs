@@ -38,11 +38,12 @@ impl Config {
         out.line(
             "limits",
             &format!(
-                "max_clients={} startup_timeout={} max_message_size={} shutdown_grace={}",
+                "max_clients={} startup_timeout={} max_message_size={} shutdown_grace={} tcp_keepalive={}",
                 l.max_clients,
                 format_duration(l.startup_timeout),
                 format_size(u64::try_from(l.max_message_size).unwrap_or(u64::MAX)),
-                format_duration(l.shutdown_grace)
+                format_duration(l.shutdown_grace),
+                l.tcp_keepalive.map_or_else(|| "off".to_owned(), format_duration)
             ),
         );
         let t = &self.telemetry;

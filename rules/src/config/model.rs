@@ -105,6 +105,9 @@ pub struct Limits {
     pub max_message_size: usize,
     /// How long shutdown waits for sessions to finish. Default 30s.
     pub shutdown_grace: Duration,
+    /// Silence on a client or backend connection after which TCP
+    /// keepalive probes start (`None`: no probes). Default 60s.
+    pub tcp_keepalive: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -114,6 +117,7 @@ impl Default for Limits {
             startup_timeout: Duration::from_secs(10),
             max_message_size: 1 << 30,
             shutdown_grace: Duration::from_secs(30),
+            tcp_keepalive: Some(Duration::from_secs(60)),
         }
     }
 }

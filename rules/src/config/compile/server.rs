@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::config::model::{Limits, ListenAddr, LogFormat, Telemetry, TlsFiles};
 use crate::config::reader::{Ctx, Field, Fields};
@@ -78,6 +79,7 @@ pub(super) fn limits(ctx: &mut Ctx<'_>, top: &Fields<'_>) -> Limits {
             "startup_timeout",
             "max_message_size",
             "shutdown_grace",
+            "tcp_keepalive",
         ],
     );
     let mut limits = Limits::default();
@@ -113,6 +115,18 @@ pub(super) fn limits(ctx: &mut Ctx<'_>, top: &Fields<'_>) -> Limits {
     }
     if let Some(d) = f.get("shutdown_grace").and_then(|x| ctx.duration(&x)) {
         limits.shutdown_grace = d;
+    }
+    if let Some(field) = f.get("tcp_keepalive") {
+        // Linux takes the idle time in whole seconds, up to 32767.
+        const MAX: Duration = Duration::from_secs(32_767);
+        match ctx.duration(&field) {
+            Some(d) if d.is_zero() => limits.tcp_keepalive = None,
+            Some(d) if d < Duration::from_secs(1) || d > MAX => {
+                ctx.error_at(&field, "must be 0 (off) or between 1s and 32767s")
+            }
+            Some(d) => limits.tcp_keepalive = Some(d),
+            None => {}
+        }
     }
     limits
 }
