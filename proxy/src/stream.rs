@@ -4,9 +4,26 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+
+/// Turns on TCP keepalive probes after `idle` of silence (`None`: leaves
+/// them off), so that a peer gone without a word (a host that died, a NAT
+/// or load balancer that forgot the connection) ends its session instead
+/// of holding it open. Probes repeat every sixth of `idle` (at least 1 s);
+/// six unanswered end the connection, so within about twice `idle`.
+pub fn keepalive(tcp: &TcpStream, idle: Option<Duration>) {
+    let Some(idle) = idle else { return };
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval((idle / 6).max(Duration::from_secs(1)))
+        .with_retries(6);
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&probes) {
+        tracing::debug!(error = %e, "TCP keepalive not set");
+    }
+}
 
 pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
 pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
@@ -21,6 +38,15 @@ pub enum Stream {
 impl Stream {
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
+    }
+
+    /// The TCP connection underneath, if any.
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Plain(tcp) => Some(tcp),
+            Stream::Tls(tls) => Some(tls.get_ref().0),
+            Stream::Unix(_) => None,
+        }
     }
 
     /// Plain sockets split without a lock; TLS shares one session between the

@@ -105,3 +105,69 @@ async fn backend_sessions_end_with_their_clients() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The keepalive timer of the established TCP connection from local port
+/// `local` (to remote port `remote`, if given), from the kernel's table:
+/// `Some(seconds until the next probe)` when keepalive is on, `None` when
+/// no timer runs. Until the last data sent is acknowledged the kernel
+/// shows the retransmission timer instead: waits (at most 5 s) for that.
+async fn keepalive_timer(local: u16, remote: Option<u16>) -> Option<f64> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match socket_timer(local, remote) {
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(line) => panic!("another timer runs: {line}"),
+            Ok(t) => return t,
+        }
+    }
+}
+
+/// `tr` 2 is the socket timer, which on an established connection is the
+/// keepalive timer, its expiry in 1/100 s; `Err` (the line) for another.
+fn socket_timer(local: u16, remote: Option<u16>) -> Result<Option<f64>, String> {
+    let table = std::fs::read_to_string("/proc/self/net/tcp").unwrap();
+    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next().unwrap(), 16).unwrap();
+    let line = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f[3] == "01" && port(f[1]) == local && remote.is_none_or(|r| port(f[2]) == r))
+        .unwrap_or_else(|| panic!("no established connection from port {local}:\n{table}"));
+    let (tr, when) = line[5].split_once(':').unwrap();
+    match tr {
+        "00" => Ok(None),
+        "02" => Ok(Some(u64::from_str_radix(when, 16).unwrap() as f64 / 100.0)),
+        _ => Err(line.join(" ")),
+    }
+}
+
+#[tokio::test]
+async fn tcp_keepalive_on_client_and_backend_connections() {
+    let db = fresh_db("keepalive");
+    let old_port = pgshift_tests::old_and_new().old.port();
+    for (setting, want) in [("7s", true), ("0s", false)] {
+        let proxy = proxy_with(&db, &format!("limits: {{ tcp_keepalive: {setting} }}\n")).await;
+        let c = proxy.client().await;
+        let backend_port: i32 = c
+            .query_one("SELECT inet_client_port()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let backend_port = u16::try_from(backend_port).unwrap();
+        for (side, timer) in [
+            ("client", keepalive_timer(proxy.addr.port(), None).await),
+            (
+                "backend",
+                keepalive_timer(backend_port, Some(old_port)).await,
+            ),
+        ] {
+            match (want, timer) {
+                (true, Some(s)) => assert!(s > 0.0 && s <= 7.0, "{side}: next probe in {s}s"),
+                (false, None) => {}
+                _ => panic!("tcp_keepalive {setting}: {side} connection's timer {timer:?}"),
+            }
+        }
+    }
+}

@@ -77,6 +77,24 @@ pub struct ConnectOptions<'a> {
     pub tls: Option<&'a tokio_rustls::TlsConnector>,
     /// Where the outcome is recorded for `pgshift_backend_up` and /status.
     pub health: Option<&'a crate::telemetry::BackendHealth>,
+    /// TCP keepalive for a connection that lives as long as a session.
+    pub keepalive: Option<Duration>,
+}
+
+impl<'a> ConnectOptions<'a> {
+    /// What a session's backend connection (primary or mirror) uses.
+    pub fn for_session(
+        limits: &pgshift_rules::config::Limits,
+        shared: &'a crate::server::Shared,
+    ) -> Self {
+        ConnectOptions {
+            timeout: limits.startup_timeout,
+            max_message_size: limits.max_message_size,
+            tls: shared.backend_tls.as_ref(),
+            health: Some(&shared.telemetry.health),
+            keepalive: limits.tcp_keepalive,
+        }
+    }
 }
 
 pub async fn connect(
@@ -129,6 +147,9 @@ async fn connect_inner(
     opts: &ConnectOptions<'_>,
 ) -> Result<BackendConn, ConnectError> {
     let mut stream = open_stream(id, &target.host, target.port, target.tls, opts.tls).await?;
+    if let Some(tcp) = stream.tcp() {
+        crate::stream::keepalive(tcp, opts.keepalive);
+    }
     let wire = |source| ConnectError::Wire {
         backend: id,
         source,

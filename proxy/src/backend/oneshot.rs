@@ -61,6 +61,7 @@ pub async fn ask(
             // Sessions and probes report backend health; these requests
             // run beside them (a reload's even before them).
             health: None,
+            keepalive: None,
         };
         let params = [("application_name".to_owned(), application_name.to_owned())];
         let mut conn = connect(id, target, &params, &opts).await?;

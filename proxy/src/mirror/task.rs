@@ -266,12 +266,7 @@ async fn connect(
 ) -> Result<Conn, String> {
     let loaded = shared.current();
     let limits = &loaded.config.limits;
-    let opts = ConnectOptions {
-        timeout: limits.startup_timeout,
-        max_message_size: limits.max_message_size,
-        tls: shared.backend_tls.as_ref(),
-        health: Some(&shared.telemetry.health),
-    };
+    let opts = ConnectOptions::for_session(limits, shared);
     let c = backend::connect(
         backend,
         loaded.config.backends.get(backend),

@@ -49,7 +49,11 @@ struct Established {
 pub async fn run(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: Shutdown) {
     let _ = tcp.set_nodelay(true);
     let span = tracing::info_span!("session", %peer, user = tracing::field::Empty);
-    let timeout = shared.current().config.limits.startup_timeout;
+    let (keepalive, timeout) = {
+        let limits = &shared.current().config.limits;
+        (limits.tcp_keepalive, limits.startup_timeout)
+    };
+    crate::stream::keepalive(&tcp, keepalive);
     let established = tokio::time::timeout(timeout, establish(tcp, peer, &shared, &span))
         .instrument(span.clone())
         .await;
@@ -117,12 +121,7 @@ async fn establish(
 
     let primary = first_backend(&loaded.config);
     let target = loaded.config.backends.get(primary);
-    let opts = ConnectOptions {
-        timeout: limits.startup_timeout,
-        max_message_size: limits.max_message_size,
-        tls: shared.backend_tls.as_ref(),
-        health: Some(&shared.telemetry.health),
-    };
+    let opts = ConnectOptions::for_session(limits, shared);
     let backend = match backend::connect(primary, target, &startup.params, &opts).await {
         Ok(b) => b,
         Err(e) => {

@@ -154,6 +154,7 @@ async fn probe(shared: &Shared, b: BackendId) {
         max_message_size: limits.max_message_size,
         tls: shared.backend_tls.as_ref(),
         health: Some(&shared.telemetry.health),
+        keepalive: None,
     };
     let params = [(
         "application_name".to_owned(),

@@ -1077,12 +1077,7 @@ impl<'a> Requests<'a> {
 
     async fn connect(&mut self, b: BackendId) -> Result<(), RelayError> {
         let limits = &self.loaded.config.limits;
-        let opts = ConnectOptions {
-            timeout: limits.startup_timeout,
-            max_message_size: limits.max_message_size,
-            tls: self.shared.backend_tls.as_ref(),
-            health: Some(&self.shared.telemetry.health),
-        };
+        let opts = ConnectOptions::for_session(limits, self.shared);
         let target = self.loaded.config.backends.get(b);
         let conn = backend::connect(b, target, &self.info.startup_params, &opts)
             .await
