@@ -296,11 +296,11 @@ fn tcp_keepalive() {
         ok("limits: { tcp_keepalive: 0s }\n").limits.tcp_keepalive,
         None
     );
-    for bad in ["500ms", "10h"] {
+    for bad in ["500ms", "1500ms", "10h"] {
         one_error(
             &format!("limits: {{ tcp_keepalive: {bad} }}\n"),
             "limits.tcp_keepalive",
-            "between 1s and 32767s",
+            "whole seconds from 1s to 32767s",
         );
     }
 }

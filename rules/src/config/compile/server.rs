@@ -121,9 +121,10 @@ pub(super) fn limits(ctx: &mut Ctx<'_>, top: &Fields<'_>) -> Limits {
         const MAX: Duration = Duration::from_secs(32_767);
         match ctx.duration(&field) {
             Some(d) if d.is_zero() => limits.tcp_keepalive = None,
-            Some(d) if d < Duration::from_secs(1) || d > MAX => {
-                ctx.error_at(&field, "must be 0 (off) or between 1s and 32767s")
-            }
+            Some(d) if d > MAX || d.subsec_nanos() != 0 => ctx.error_at(
+                &field,
+                "must be 0s (off) or whole seconds from 1s to 32767s",
+            ),
             Some(d) => limits.tcp_keepalive = Some(d),
             None => {}
         }
