@@ -9,16 +9,17 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-/// Turns on TCP keepalive probes after `idle` of silence (`None`: leaves
-/// them off), so that a peer gone without a word (a host that died, a NAT
-/// or load balancer that forgot the connection) ends its session instead
-/// of holding it open. Probes repeat every sixth of `idle` (at least 1 s);
-/// six unanswered end the connection, so within about twice `idle`.
+/// Turns on TCP keepalive probes after `idle` (whole seconds) of silence
+/// (`None`: leaves them off), so that a peer gone without a word (a host
+/// that died, a NAT or load balancer that forgot the connection) ends its
+/// session instead of holding it open. Probes repeat every sixth of `idle`
+/// (whole seconds, at least 1); six unanswered end the connection, so an
+/// idle one within about twice `idle`.
 pub fn keepalive(tcp: &TcpStream, idle: Option<Duration>) {
     let Some(idle) = idle else { return };
     let probes = socket2::TcpKeepalive::new()
         .with_time(idle)
-        .with_interval((idle / 6).max(Duration::from_secs(1)))
+        .with_interval(Duration::from_secs((idle.as_secs() / 6).max(1)))
         .with_retries(6);
     if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&probes) {
         tracing::debug!(error = %e, "TCP keepalive not set");
