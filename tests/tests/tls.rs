@@ -205,3 +205,78 @@ async fn cancel_reaches_a_tls_backend() {
         Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
     );
 }
+
+/// A TLS client killed in the middle of a COPY FROM STDIN closes its socket
+/// without a close_notify: its session ends as soon as the backend, told
+/// the same way, rolls the COPY back (not after a drain period), and
+/// nothing of the COPY stays.
+#[tokio::test]
+async fn tls_client_killed_mid_copy_ends_its_session() {
+    use tokio::io::AsyncWriteExt;
+    let db = fresh_db("tls_killed");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let proxy = proxy_with(
+        &db,
+        &format!(
+            "tls: {{ cert: \"{}\", key: \"{}\" }}\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .await;
+    let c = proxy.client().await;
+    c.batch_execute("CREATE TABLE k (n int)").await.unwrap();
+    let sessions = || proxy.inner().shared().telemetry.sessions();
+    let before = sessions();
+
+    let conn = format!(
+        "host=127.0.0.1 port={} user=app dbname={db} sslmode=require",
+        proxy.addr.port()
+    );
+    let mut psql = tokio::process::Command::new(old_and_new().old.bin_dir().join("psql"))
+        .env("PGPASSWORD", APP_PASSWORD)
+        .args(["-X", "-q", "-d", &conn, "-c", "COPY k FROM STDIN"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = psql.stdin.take().unwrap();
+    stdin.write_all(b"1\n2\n").await.unwrap();
+    stdin.flush().await.unwrap();
+    // Logged in, and the COPY under way, once the backend has it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let copying: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = 'COPY k FROM STDIN'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if copying == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the COPY never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    psql.kill().await.unwrap();
+
+    let killed = std::time::Instant::now();
+    while sessions() > before {
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(3),
+            "the killed client's session is still open"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM k", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}

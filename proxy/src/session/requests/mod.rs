@@ -188,10 +188,16 @@ impl<'a> Requests<'a> {
             }
             self.flush().await?;
             reserve_for_read(buf, 0);
-            if client.read_buf(buf).await.map_err(RelayError::ClientIo)? == 0 {
-                self.client_gone().await;
-                return Ok(End::ClientLeft);
+            match client.read_buf(buf).await {
+                Ok(0) => {}
+                Ok(_) => continue,
+                // A TLS client whose socket closed without a close_notify:
+                // gone all the same.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+                Err(e) => return Err(RelayError::ClientIo(e)),
             }
+            self.client_gone().await;
+            return Ok(End::ClientLeft);
         }
     }
 
