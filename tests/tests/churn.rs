@@ -118,16 +118,26 @@ async fn session(proxy: &TestProxy, i: usize) {
             let (mut s, _) = raw::login(proxy.addr, &proxy.db).await;
             let c = proxy.client().await;
             let token = c.cancel_token();
-            let sleeper = tokio::spawn(async move {
+            let mut sleeper = tokio::spawn(async move {
                 let r = c.simple_query("SELECT pg_sleep(30)").await;
                 (c, r)
             });
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-            let (c, r) = tokio::time::timeout(Duration::from_secs(10), sleeper)
-                .await
-                .expect("the cancelled statement returned")
-                .unwrap();
+            // A cancel that lands before the statement starts is ignored
+            // (by Postgres too): sent again until it takes.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let (c, r) = loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+                if let Ok(done) =
+                    tokio::time::timeout(Duration::from_millis(500), &mut sleeper).await
+                {
+                    break done.unwrap();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the cancelled statement returned"
+                );
+            };
             let e = r.expect_err("pg_sleep(30) was cancelled");
             assert_eq!(
                 e.code(),

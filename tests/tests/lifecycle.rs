@@ -164,7 +164,7 @@ async fn tcp_keepalive_on_client_and_backend_connections() {
             ),
         ] {
             match (want, timer) {
-                (true, Some(s)) => assert!(s > 0.0 && s <= 7.0, "{side}: next probe in {s}s"),
+                (true, Some(s)) => assert!((0.0..=7.0).contains(&s), "{side}: next probe in {s}s"),
                 (false, None) => {}
                 _ => panic!("tcp_keepalive {setting}: {side} connection's timer {timer:?}"),
             }
