@@ -14,8 +14,8 @@ use pgshift_tests::{fresh_db, proxy_with, psql_both, raw, url_new, url_old, Test
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const KINDS: usize = 11;
-const SESSIONS: usize = KINDS * 16;
+const KINDS: usize = 13;
+const SESSIONS: usize = KINDS * 14;
 const AT_ONCE: usize = 22;
 
 /// How session `i` ends (`i % KINDS`).
@@ -110,6 +110,31 @@ async fn session(proxy: &TestProxy, i: usize) {
                 for _ in 0..500 {
                     encode::query(b, "SELECT repeat('x', 20000)");
                 }
+            })
+            .await;
+        }
+        // Says Terminate in the middle of a COPY FROM STDIN.
+        11 => {
+            let (mut s, _) = raw::login(proxy.addr, &proxy.db).await;
+            send(&mut s, |b| encode::query(b, "COPY churn FROM STDIN")).await;
+            let mut buf = BytesMut::new();
+            while raw::read_frame(&mut s, &mut buf).await.tag() != b'G' {}
+            let row = format!("{id}\tterminated\n");
+            send(&mut s, |b| {
+                encode::frame(b, b'd', |b| b.extend_from_slice(row.as_bytes()));
+                encode::terminate(b);
+            })
+            .await;
+        }
+        // Says Terminate after a write sent but never synced.
+        12 => {
+            let (mut s, _) = raw::login(proxy.addr, &proxy.db).await;
+            let sql = format!("INSERT INTO churn VALUES ({id}, 'terminated unsynced')");
+            send(&mut s, |b| {
+                encode::parse(b, "", &sql, &[]);
+                encode::bind(b, "", "", &[], &[]);
+                encode::execute(b, "", 0);
+                encode::terminate(b);
             })
             .await;
         }
