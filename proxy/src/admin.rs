@@ -10,6 +10,7 @@
 //! redacted unless `compare.redact_literals: false`). Put the admin port on
 //! loopback or a private network.
 
+mod listener;
 mod rules;
 
 use std::sync::Arc;
@@ -43,7 +44,7 @@ pub async fn bind(addr: &ListenAddr) -> anyhow::Result<TcpListener> {
 /// Serves until `draining`, then lets requests in flight finish.
 pub async fn serve(listener: TcpListener, reloader: Arc<Reloader>, draining: CancellationToken) {
     let app = router(reloader);
-    let result = axum::serve(listener, app)
+    let result = axum::serve(listener::Bounded::new(listener), app)
         .with_graceful_shutdown(draining.cancelled_owned())
         .await;
     if let Err(e) = result {
