@@ -62,15 +62,7 @@ async fn session(proxy: &TestProxy, i: usize) {
         }
         // Leaves in the middle of a COPY FROM STDIN.
         4 => {
-            let (mut s, _) = raw::login(proxy.addr, &proxy.db).await;
-            send(&mut s, |b| encode::query(b, "COPY churn FROM STDIN")).await;
-            let mut buf = BytesMut::new();
-            while raw::read_frame(&mut s, &mut buf).await.tag() != b'G' {}
-            let row = format!("{id}\tcopied\n");
-            send(&mut s, |b| {
-                encode::frame(b, b'd', |b| b.extend_from_slice(row.as_bytes()))
-            })
-            .await;
+            copying(proxy, id, "copied", |_| {}).await;
         }
         // Leaves halfway through a message.
         5 => {
@@ -115,16 +107,7 @@ async fn session(proxy: &TestProxy, i: usize) {
         }
         // Says Terminate in the middle of a COPY FROM STDIN.
         11 => {
-            let (mut s, _) = raw::login(proxy.addr, &proxy.db).await;
-            send(&mut s, |b| encode::query(b, "COPY churn FROM STDIN")).await;
-            let mut buf = BytesMut::new();
-            while raw::read_frame(&mut s, &mut buf).await.tag() != b'G' {}
-            let row = format!("{id}\tterminated\n");
-            send(&mut s, |b| {
-                encode::frame(b, b'd', |b| b.extend_from_slice(row.as_bytes()));
-                encode::terminate(b);
-            })
-            .await;
+            copying(proxy, id, "terminated", encode::terminate).await;
         }
         // Says Terminate after a write sent but never synced.
         12 => {
@@ -172,6 +155,27 @@ async fn session(proxy: &TestProxy, i: usize) {
             send(&mut s, |b| encode::query(b, "SELECT 1")).await;
         }
     }
+}
+
+/// Starts a COPY FROM STDIN, sends one row and then `then`'s messages, and
+/// returns the connection (dropped by the caller: closed).
+async fn copying(
+    proxy: &TestProxy,
+    id: i32,
+    note: &str,
+    then: impl FnOnce(&mut BytesMut),
+) -> TcpStream {
+    let (mut s, _) = raw::login(proxy.addr, &proxy.db).await;
+    send(&mut s, |b| encode::query(b, "COPY churn FROM STDIN")).await;
+    let mut buf = BytesMut::new();
+    while raw::read_frame(&mut s, &mut buf).await.tag() != b'G' {}
+    let row = format!("{id}\t{note}\n");
+    send(&mut s, |b| {
+        encode::frame(b, b'd', |b| b.extend_from_slice(row.as_bytes()));
+        then(b);
+    })
+    .await;
+    s
 }
 
 async fn send(s: &mut TcpStream, build: impl FnOnce(&mut BytesMut)) {

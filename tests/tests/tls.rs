@@ -18,6 +18,22 @@ fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     (cert, key)
 }
 
+/// pgshift terminating client TLS with a certificate made in `dir`
+/// (returned, for clients that verify it).
+async fn tls_proxy(db: &str, dir: &Path) -> (pgshift_tests::TestProxy, std::path::PathBuf) {
+    let (cert, key) = self_signed(dir);
+    let proxy = proxy_with(
+        db,
+        &format!(
+            "tls: {{ cert: \"{}\", key: \"{}\" }}\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .await;
+    (proxy, cert)
+}
+
 async fn psql(args: Vec<String>) -> std::process::Output {
     let psql = old_and_new().old.bin_dir().join("psql");
     tokio::task::spawn_blocking(move || {
@@ -35,16 +51,7 @@ async fn psql(args: Vec<String>) -> std::process::Output {
 async fn clients_get_tls_when_configured() {
     let db = fresh_db("client_tls");
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = self_signed(dir.path());
-    let proxy = proxy_with(
-        &db,
-        &format!(
-            "tls: {{ cert: \"{}\", key: \"{}\" }}\n",
-            cert.display(),
-            key.display()
-        ),
-    )
-    .await;
+    let (proxy, cert) = tls_proxy(&db, dir.path()).await;
     let port = proxy.addr.port();
     for mode in [
         "sslmode=require".to_owned(),
@@ -215,16 +222,7 @@ async fn tls_client_killed_mid_copy_ends_its_session() {
     use tokio::io::AsyncWriteExt;
     let db = fresh_db("tls_killed");
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = self_signed(dir.path());
-    let proxy = proxy_with(
-        &db,
-        &format!(
-            "tls: {{ cert: \"{}\", key: \"{}\" }}\n",
-            cert.display(),
-            key.display()
-        ),
-    )
-    .await;
+    let (proxy, _) = tls_proxy(&db, dir.path()).await;
     let c = proxy.client().await;
     c.batch_execute("CREATE TABLE k (n int)").await.unwrap();
     let sessions = || proxy.inner().shared().telemetry.sessions();

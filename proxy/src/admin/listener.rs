@@ -76,6 +76,22 @@ impl Guarded {
         self.idle.as_mut().reset(Instant::now() + IDLE_TIMEOUT);
     }
 
+    fn wrote(
+        &mut self,
+        r: Poll<io::Result<usize>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        match r {
+            Poll::Ready(r) => {
+                if matches!(r, Ok(n) if n > 0) {
+                    self.active();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.pending_or_idle(cx),
+        }
+    }
+
     /// What a pending read or write turns into: an error once the
     /// connection has been idle too long (a peer that neither sends nor
     /// reads).
@@ -117,15 +133,8 @@ impl AsyncWrite for Guarded {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                if matches!(r, Ok(n) if n > 0) {
-                    this.active();
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => this.pending_or_idle(cx),
-        }
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.wrote(r, cx)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -142,15 +151,8 @@ impl AsyncWrite for Guarded {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                if matches!(r, Ok(n) if n > 0) {
-                    this.active();
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => this.pending_or_idle(cx),
-        }
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.wrote(r, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
