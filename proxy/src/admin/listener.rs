@@ -21,9 +21,10 @@ use tokio::time::{Instant, Sleep};
 /// Dashboards and scrapers need a handful.
 pub const MAX_CONNECTIONS: usize = 64;
 
-/// Longer than any scrape interval worth keeping a connection open for;
-/// a keep-alive connection idle longer is simply reopened.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longer than any request takes to answer (a reload reads catalogs
+/// for at most 3 s a backend); a keep-alive connection idle longer is
+/// simply reopened.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct Bounded {
     inner: TcpListener,
