@@ -78,14 +78,7 @@ async fn session(proxy: &TestProxy, i: usize) {
         }
         // Leaves with a write sent but never synced.
         7 => {
-            let (mut s, _) = raw::login(proxy.addr, &proxy.db).await;
-            let sql = format!("INSERT INTO churn VALUES ({id}, 'unsynced')");
-            send(&mut s, |b| {
-                encode::parse(b, "", &sql, &[]);
-                encode::bind(b, "", "", &[], &[]);
-                encode::execute(b, "", 0);
-            })
-            .await;
+            let _s = unsynced(proxy, id, "unsynced", |_| {}).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // Leaves right after BEGIN, which pgshift holds back until the
@@ -111,15 +104,7 @@ async fn session(proxy: &TestProxy, i: usize) {
         }
         // Says Terminate after a write sent but never synced.
         12 => {
-            let (mut s, _) = raw::login(proxy.addr, &proxy.db).await;
-            let sql = format!("INSERT INTO churn VALUES ({id}, 'terminated unsynced')");
-            send(&mut s, |b| {
-                encode::parse(b, "", &sql, &[]);
-                encode::bind(b, "", "", &[], &[]);
-                encode::execute(b, "", 0);
-                encode::terminate(b);
-            })
-            .await;
+            unsynced(proxy, id, "terminated unsynced", encode::terminate).await;
         }
         // Cancels its statement, then leaves without a Terminate.
         _ => {
@@ -172,6 +157,26 @@ async fn copying(
     let row = format!("{id}\t{note}\n");
     send(&mut s, |b| {
         encode::frame(b, b'd', |b| b.extend_from_slice(row.as_bytes()));
+        then(b);
+    })
+    .await;
+    s
+}
+
+/// Sends an INSERT as Parse, Bind and Execute without a Sync, then
+/// `then`'s messages, and returns the connection.
+async fn unsynced(
+    proxy: &TestProxy,
+    id: i32,
+    note: &str,
+    then: impl FnOnce(&mut BytesMut),
+) -> TcpStream {
+    let (mut s, _) = raw::login(proxy.addr, &proxy.db).await;
+    let sql = format!("INSERT INTO churn VALUES ({id}, '{note}')");
+    send(&mut s, |b| {
+        encode::parse(b, "", &sql, &[]);
+        encode::bind(b, "", "", &[], &[]);
+        encode::execute(b, "", 0);
         then(b);
     })
     .await;

@@ -758,23 +758,15 @@ async fn half_closed_client_gets_every_answer() {
         let mut out = BytesMut::new();
         encode::query(&mut out, &format!("INSERT INTO h VALUES ({base} + 1)"));
         encode::query(&mut out, "SELECT 2");
-        encode::parse(
-            &mut out,
-            "",
-            &format!("INSERT INTO h VALUES ({base} + 3)"),
-            &[],
-        );
-        encode::bind(&mut out, "", "", &[], &[]);
-        encode::execute(&mut out, "", 0);
+        let extended_insert = |out: &mut BytesMut, n: i32| {
+            let sql = format!("INSERT INTO h VALUES ({base} + {n})");
+            encode::parse(out, "", &sql, &[]);
+            encode::bind(out, "", "", &[], &[]);
+            encode::execute(out, "", 0);
+        };
+        extended_insert(&mut out, 3);
         encode::sync(&mut out);
-        encode::parse(
-            &mut out,
-            "",
-            &format!("INSERT INTO h VALUES ({base} + 4)"),
-            &[],
-        );
-        encode::bind(&mut out, "", "", &[], &[]);
-        encode::execute(&mut out, "", 0);
+        extended_insert(&mut out, 4);
         s.write_all(&out).await.unwrap();
         s.shutdown().await.unwrap();
         let mut buf = BytesMut::new();

@@ -149,12 +149,11 @@ pub async fn probe_idle_backends(shared: Arc<Shared>, stop: CancellationToken) {
 async fn probe(shared: &Shared, b: BackendId) {
     let loaded = shared.current();
     let limits = &loaded.config.limits;
+    // A login and goodbye: no keepalive for a connection that short.
     let opts = ConnectOptions {
         timeout: limits.startup_timeout.min(PROBE_TIMEOUT),
-        max_message_size: limits.max_message_size,
-        tls: shared.backend_tls.as_ref(),
-        health: Some(&shared.telemetry.health),
         keepalive: None,
+        ..ConnectOptions::for_session(limits, shared)
     };
     let params = [(
         "application_name".to_owned(),
